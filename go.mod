@@ -1,0 +1,3 @@
+module github.com/ournet/ournet
+
+go 1.26.8
