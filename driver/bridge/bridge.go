@@ -1,0 +1,219 @@
+// Package bridge creates and removes the Linux bridges and veth pairs of
+// ournet networks through netlink. It decides nothing: names, addresses and
+// MTUs come from the driver's plan.
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+)
+
+// Links applies link changes in one network namespace.
+type Links struct {
+	h *netlink.Handle
+}
+
+// New uses the handle's namespace; netlink.NewHandle() is the host's.
+// A handle bound to a namespace keeps a long-running daemon off ns.Do.
+func New(h *netlink.Handle) *Links { return &Links{h: h} }
+
+// EnsureBridge makes the bridge exist, up, with the MTU and exactly the
+// given gateway addresses added (other addresses are left alone).
+// created tells the caller whether to remove it on a later failure.
+func (l *Links) EnsureBridge(name string, mtu int, gateways []netip.Prefix) (created bool, err error) {
+	link, err := l.h.LinkByName(name)
+	switch {
+	case err == nil:
+		if link.Type() != "bridge" {
+			return false, fmt.Errorf("interface %s exists and is a %s, not a bridge", name, link.Type())
+		}
+	case isNotFound(err):
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = name
+		if mtu > 0 {
+			attrs.MTU = mtu
+		}
+		br := &netlink.Bridge{LinkAttrs: attrs}
+		if err := l.h.LinkAdd(br); err != nil {
+			return false, fmt.Errorf("create bridge %s: %w", name, err)
+		}
+		created = true
+		if link, err = l.h.LinkByName(name); err != nil {
+			return created, fmt.Errorf("find new bridge %s: %w", name, err)
+		}
+	default:
+		return false, fmt.Errorf("look up bridge %s: %w", name, err)
+	}
+	if mtu > 0 && link.Attrs().MTU != mtu {
+		if err := l.h.LinkSetMTU(link, mtu); err != nil {
+			return created, fmt.Errorf("set MTU %d on %s: %w", mtu, name, err)
+		}
+	}
+	for _, gw := range gateways {
+		addr := &netlink.Addr{IPNet: prefixToIPNet(gw)}
+		if gw.Addr().Is6() {
+			// The gateway must answer at once; DAD would delay it by seconds.
+			addr.Flags = nodad
+		}
+		if err := l.h.AddrReplace(link, addr); err != nil {
+			return created, fmt.Errorf("add address %s to %s: %w", gw, name, err)
+		}
+	}
+	if err := l.h.LinkSetUp(link); err != nil {
+		return created, fmt.Errorf("bring up %s: %w", name, err)
+	}
+	return created, nil
+}
+
+// AddVeth creates a veth pair, attaches hostName to the bridge and brings it
+// up. The peer stays down in this namespace; the engine moves it into the
+// container. Hairpin mode lets a container reach its own published port.
+func (l *Links) AddVeth(hostName, peerName, bridgeName string, mtu int, peerMAC net.HardwareAddr) error {
+	br, err := l.h.LinkByName(bridgeName)
+	if err != nil {
+		return fmt.Errorf("find bridge %s: %w", bridgeName, err)
+	}
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = hostName
+	attrs.MTU = mtu
+	if attrs.MTU == 0 {
+		attrs.MTU = br.Attrs().MTU
+	}
+	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: peerName, PeerHardwareAddr: peerMAC}
+	if err := l.h.LinkAdd(veth); err != nil {
+		return fmt.Errorf("create veth %s: %w", hostName, err)
+	}
+	fail := func(err error) error {
+		l.DeleteLink(hostName)
+		return err
+	}
+	host, err := l.h.LinkByName(hostName)
+	if err != nil {
+		return fail(fmt.Errorf("find veth %s: %w", hostName, err))
+	}
+	if peer, err := l.h.LinkByName(peerName); err == nil && peer.Attrs().MTU != attrs.MTU {
+		if err := l.h.LinkSetMTU(peer, attrs.MTU); err != nil {
+			return fail(fmt.Errorf("set MTU on %s: %w", peerName, err))
+		}
+	}
+	if err := l.h.LinkSetMaster(host, br); err != nil {
+		return fail(fmt.Errorf("attach %s to %s: %w", hostName, bridgeName, err))
+	}
+	if err := l.h.LinkSetHairpin(host, true); err != nil {
+		return fail(fmt.Errorf("hairpin mode on %s: %w", hostName, err))
+	}
+	if err := l.h.LinkSetUp(host); err != nil {
+		return fail(fmt.Errorf("bring up %s: %w", hostName, err))
+	}
+	return nil
+}
+
+// EnsurePort re-attaches an existing host-side veth to its bridge (used when
+// reconciling after a restart). A missing veth is reported as missing=true.
+func (l *Links) EnsurePort(hostName, bridgeName string) (missing bool, err error) {
+	host, err := l.h.LinkByName(hostName)
+	if isNotFound(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	br, err := l.h.LinkByName(bridgeName)
+	if err != nil {
+		return false, fmt.Errorf("find bridge %s: %w", bridgeName, err)
+	}
+	if host.Attrs().MasterIndex != br.Attrs().Index {
+		if err := l.h.LinkSetMaster(host, br); err != nil {
+			return false, fmt.Errorf("attach %s to %s: %w", hostName, bridgeName, err)
+		}
+	}
+	if host.Attrs().Flags&net.FlagUp == 0 {
+		if err := l.h.LinkSetUp(host); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// DeleteLink removes an interface; one that is already gone is not an error.
+func (l *Links) DeleteLink(name string) error {
+	link, err := l.h.LinkByName(name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", name, err)
+	}
+	if err := l.h.LinkDel(link); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// Exists reports whether an interface of that name exists.
+func (l *Links) Exists(name string) (bool, error) {
+	_, err := l.h.LinkByName(name)
+	if isNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Names lists the interfaces whose names start with one of the prefixes.
+func (l *Links) Names(prefixes ...string) ([]string, error) {
+	links, err := l.h.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, link := range links {
+		for _, p := range prefixes {
+			if strings.HasPrefix(link.Attrs().Name, p) {
+				names = append(names, link.Attrs().Name)
+				break
+			}
+		}
+	}
+	return names, nil
+}
+
+// Routes lists the destinations of the namespace's routes, for IPAM to avoid.
+func (l *Links) Routes() ([]netip.Prefix, error) {
+	routes, err := l.h.RouteList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Prefix
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue // default route: overlaps everything, Docker ignores it too
+		}
+		ones, _ := r.Dst.Mask.Size()
+		addr, ok := netip.AddrFromSlice(r.Dst.IP)
+		if !ok {
+			continue
+		}
+		out = append(out, netip.PrefixFrom(addr.Unmap(), ones).Masked())
+	}
+	return out, nil
+}
+
+const nodad = 0x02 // IFA_F_NODAD
+
+func prefixToIPNet(p netip.Prefix) *net.IPNet {
+	bits := 32
+	if p.Addr().Is6() {
+		bits = 128
+	}
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), bits)}
+}
+
+func isNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return err != nil && (errors.As(err, &nf) || strings.Contains(err.Error(), "no such"))
+}

@@ -1,0 +1,554 @@
+// Package driver is ournet's libnetwork remote network driver. Handlers stay
+// thin: they validate the request, update the in-memory state, ask the
+// mechanisms (bridge links, firewall) to match it, and persist it.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+
+	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/ournet/ournet/driver/firewall"
+	"github.com/ournet/ournet/driver/ports"
+	"github.com/ournet/ournet/store"
+)
+
+// Links is the link mechanism (driver/bridge on the host, fakes in tests).
+type Links interface {
+	EnsureBridge(name string, mtu int, gateways []netip.Prefix) (created bool, err error)
+	AddVeth(hostName, peerName, bridgeName string, mtu int, peerMAC net.HardwareAddr) error
+	EnsurePort(hostName, bridgeName string) (missing bool, err error)
+	DeleteLink(name string) error
+	Exists(name string) (bool, error)
+	Names(prefixes ...string) ([]string, error)
+}
+
+// Firewall makes ournet's iptables chains match the given networks.
+type Firewall interface {
+	Apply(ctx context.Context, networks []firewall.Network) error
+	Check(ctx context.Context, networks []firewall.Network) ([]string, error)
+}
+
+// Sysctl writes one kernel setting, e.g. ("net/ipv4/ip_forward", "1").
+type Sysctl func(key, value string) error
+
+// Endpoint is one container's attachment to a network.
+type Endpoint struct {
+	ID         string                   `json:"id"`
+	NetworkID  string                   `json:"network_id"`
+	IPv4       netip.Prefix             `json:"ipv4,omitzero"`
+	IPv6       netip.Prefix             `json:"ipv6,omitzero"`
+	MAC        string                   `json:"mac,omitempty"`
+	Joined     bool                     `json:"joined,omitempty"`
+	SandboxKey string                   `json:"sandbox_key,omitempty"`
+	Ports      []firewall.PublishedPort `json:"ports,omitempty"`
+}
+
+// state is what survives restarts (state/networks.json).
+type state struct {
+	Networks  map[string]*NetworkConfig `json:"networks"`
+	Endpoints map[string]*Endpoint      `json:"endpoints"`
+}
+
+// StateVersion is the format of networks.json this build writes.
+const StateVersion = 1
+
+// Driver implements network.Driver.
+type Driver struct {
+	log     *slog.Logger
+	links   Links
+	fw      Firewall
+	sysctl  Sysctl
+	chooser *ports.Chooser
+	file    store.File
+
+	mu sync.Mutex // guards st and serialises changes to links and rules
+	st state
+	// stateTrusted is false after a corrupt state file: then nothing on the
+	// host is removed as an orphan, since we no longer know what is ours.
+	stateTrusted bool
+}
+
+// Config wires a Driver.
+type Config struct {
+	Log       *slog.Logger
+	Links     Links
+	Firewall  Firewall
+	Sysctl    Sysctl
+	Chooser   *ports.Chooser
+	StateFile string
+}
+
+// New loads the persisted state. A corrupt file is moved aside and reported;
+// the driver then starts empty instead of failing (a crash loop helps no one).
+func New(c Config) (*Driver, error) {
+	d := &Driver{log: c.Log, links: c.Links, fw: c.Firewall, sysctl: c.Sysctl, chooser: c.Chooser,
+		file: store.File{Path: c.StateFile, Version: StateVersion}, stateTrusted: true}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
+	d.st = state{Networks: map[string]*NetworkConfig{}, Endpoints: map[string]*Endpoint{}}
+	_, err := d.file.Load(&d.st)
+	if errors.Is(err, store.ErrCorrupt) {
+		moved, qerr := d.file.Quarantine()
+		d.log.Error("network state is unreadable; starting empty and leaving existing links and rules alone",
+			"error", err, "moved_to", moved, "move_error", qerr)
+		d.st = state{}
+		d.stateTrusted = false
+	} else if err != nil {
+		return nil, err
+	}
+	if d.st.Networks == nil {
+		d.st.Networks = map[string]*NetworkConfig{}
+	}
+	if d.st.Endpoints == nil {
+		d.st.Endpoints = map[string]*Endpoint{}
+	}
+	return d, nil
+}
+
+func (d *Driver) save() error {
+	if err := d.file.Save(&d.st); err != nil {
+		d.log.Error("saving network state failed", "error", err)
+		return err
+	}
+	return nil
+}
+
+func (d *Driver) applyFirewall(ctx context.Context) error {
+	return d.fw.Apply(ctx, firewallPlan(d.st.Networks, d.st.Endpoints))
+}
+
+// GetCapabilities: ournet networks live on one host.
+func (d *Driver) GetCapabilities() (*network.CapabilitiesResponse, error) {
+	return &network.CapabilitiesResponse{Scope: "local", ConnectivityScope: "local"}, nil
+}
+
+// CreateNetwork creates the bridge and the network's rules, rolling back
+// whatever it did if a later step fails.
+func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (err error) {
+	cfg, err := ParseNetworkOptions(req)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, exists := d.st.Networks[cfg.ID]; exists {
+		return fmt.Errorf("network %s already exists in ournet", shortID(cfg.ID))
+	}
+	for id, other := range d.st.Networks {
+		if other.Bridge == cfg.Bridge {
+			return fmt.Errorf("bridge name %s is already used by ournet network %s: choose another %s", cfg.Bridge, shortID(id), OptBridgeName)
+		}
+		if overlap := overlappingPool(cfg, other); overlap != "" {
+			return fmt.Errorf("subnet %s overlaps ournet network %s: choose another --subnet", overlap, shortID(id))
+		}
+	}
+	if inUse, lerr := d.links.Exists(cfg.Bridge); lerr != nil {
+		return lerr
+	} else if inUse {
+		return fmt.Errorf("bridge name %s is already in use by another interface on this host: choose another %s", cfg.Bridge, OptBridgeName)
+	}
+
+	created, err := d.links.EnsureBridge(cfg.Bridge, cfg.MTU, cfg.gateways())
+	if err != nil {
+		if created {
+			d.links.DeleteLink(cfg.Bridge)
+		}
+		return err
+	}
+	defer func() {
+		if err != nil {
+			delete(d.st.Networks, cfg.ID)
+			if derr := d.links.DeleteLink(cfg.Bridge); derr != nil {
+				d.log.Error("rollback: removing bridge failed", "bridge", cfg.Bridge, "error", derr)
+			}
+		}
+	}()
+	d.tuneKernel(cfg)
+	d.st.Networks[cfg.ID] = cfg
+	if err = d.applyFirewall(context.Background()); err != nil {
+		delete(d.st.Networks, cfg.ID)
+		if rerr := d.applyFirewall(context.Background()); rerr != nil {
+			d.log.Error("rollback: restoring firewall failed", "error", rerr)
+		}
+		return fmt.Errorf("install firewall rules for bridge %s: %w", cfg.Bridge, err)
+	}
+	if err = d.save(); err != nil {
+		delete(d.st.Networks, cfg.ID)
+		d.applyFirewall(context.Background())
+		return err
+	}
+	d.log.Info("network created", "network", shortID(cfg.ID), "bridge", cfg.Bridge, "subnets", subnetsOf(cfg),
+		"icc", cfg.ICC, "masquerade", cfg.Masquerade, "internal", cfg.Internal)
+	return nil
+}
+
+// tuneKernel sets what forwarding and published ports need. Failures are
+// logged, not fatal: dockerd usually has set ip_forward already.
+func (d *Driver) tuneKernel(cfg *NetworkConfig) {
+	if d.sysctl == nil {
+		return
+	}
+	settings := [][2]string{}
+	if len(cfg.IPv4) > 0 {
+		settings = append(settings,
+			[2]string{"net/ipv4/ip_forward", "1"},
+			// 127.0.0.1:PORT reaches published ports only if loopback
+			// sources may be routed out of the bridge.
+			[2]string{"net/ipv4/conf/" + cfg.Bridge + "/route_localnet", "1"})
+	}
+	if len(cfg.IPv6) > 0 {
+		settings = append(settings,
+			[2]string{"net/ipv6/conf/" + cfg.Bridge + "/disable_ipv6", "0"},
+			[2]string{"net/ipv6/conf/all/forwarding", "1"})
+	}
+	for _, s := range settings {
+		if err := d.sysctl(s[0], s[1]); err != nil {
+			d.log.Warn("kernel setting failed", "key", s[0], "value", s[1], "error", err)
+		}
+	}
+}
+
+// DeleteNetwork removes the bridge, its endpoints' links and its rules.
+// Unknown networks succeed: the engine must never get stuck "in delete".
+func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	cfg, ok := d.st.Networks[req.NetworkID]
+	if !ok {
+		return nil
+	}
+	for id, ep := range d.st.Endpoints {
+		if ep.NetworkID == req.NetworkID {
+			host, _ := vethNames(id)
+			d.logErr("remove veth of deleted network", d.links.DeleteLink(host), "veth", host)
+			delete(d.st.Endpoints, id)
+		}
+	}
+	delete(d.st.Networks, req.NetworkID)
+	d.logErr("remove firewall rules", d.applyFirewall(context.Background()), "network", shortID(req.NetworkID))
+	d.logErr("remove bridge", d.links.DeleteLink(cfg.Bridge), "bridge", cfg.Bridge)
+	d.logErr("save state", d.save())
+	d.log.Info("network deleted", "network", shortID(req.NetworkID), "bridge", cfg.Bridge)
+	return nil
+}
+
+func (d *Driver) logErr(what string, err error, attrs ...any) {
+	if err != nil {
+		d.log.Error(what+" failed", append(attrs, "error", err)...)
+	}
+}
+
+// CreateEndpoint records the container's addresses. IPAM chose them; the
+// driver only adds a MAC address when the engine has none.
+func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.st.Networks[req.NetworkID]; !ok {
+		return nil, fmt.Errorf("network %s is unknown to ournet: it was created while ournet's state was lost; remove and re-create the network", shortID(req.NetworkID))
+	}
+	ep := &Endpoint{ID: req.EndpointID, NetworkID: req.NetworkID}
+	var iface network.EndpointInterface
+	if req.Interface != nil {
+		iface = *req.Interface
+	}
+	var err error
+	if iface.Address != "" {
+		if ep.IPv4, err = netip.ParsePrefix(iface.Address); err != nil {
+			return nil, fmt.Errorf("endpoint address %q from IPAM: %v", iface.Address, err)
+		}
+	}
+	if iface.AddressIPv6 != "" {
+		if ep.IPv6, err = netip.ParsePrefix(iface.AddressIPv6); err != nil {
+			return nil, fmt.Errorf("endpoint IPv6 address %q from IPAM: %v", iface.AddressIPv6, err)
+		}
+	}
+	resp := &network.CreateEndpointResponse{}
+	if iface.MacAddress != "" {
+		mac, err := net.ParseMAC(iface.MacAddress)
+		if err != nil {
+			return nil, fmt.Errorf("--mac-address %q is not a MAC address", iface.MacAddress)
+		}
+		ep.MAC = mac.String()
+	} else if ep.IPv4.IsValid() {
+		ep.MAC = macFromIPv4(ep.IPv4.Addr()).String()
+		// Never echo Address back: the engine treats any address as a change.
+		resp.Interface = &network.EndpointInterface{MacAddress: ep.MAC}
+	}
+	d.st.Endpoints[ep.ID] = ep
+	if err := d.save(); err != nil {
+		delete(d.st.Endpoints, ep.ID)
+		return nil, err
+	}
+	d.log.Debug("endpoint created", "endpoint", shortID(ep.ID), "network", shortID(ep.NetworkID), "ipv4", ep.IPv4, "ipv6", ep.IPv6)
+	return resp, nil
+}
+
+// DeleteEndpoint forgets the endpoint, removing its veth and ports if Leave
+// did not (engines may skip Leave after a daemon restart).
+func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ep, ok := d.st.Endpoints[req.EndpointID]
+	if !ok {
+		return nil
+	}
+	host, _ := vethNames(ep.ID)
+	d.logErr("remove veth", d.links.DeleteLink(host), "veth", host)
+	delete(d.st.Endpoints, ep.ID)
+	if len(ep.Ports) > 0 {
+		d.logErr("remove published ports", d.applyFirewall(context.Background()), "endpoint", shortID(ep.ID))
+	}
+	d.logErr("save state", d.save())
+	return nil
+}
+
+// EndpointInfo reports what ournet set up for an endpoint.
+func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ep, ok := d.st.Endpoints[req.EndpointID]
+	if !ok {
+		return nil, fmt.Errorf("endpoint %s is unknown to ournet", shortID(req.EndpointID))
+	}
+	host, _ := vethNames(ep.ID)
+	value := map[string]string{"ournet.veth": host}
+	for i, p := range ep.Ports {
+		value[fmt.Sprintf("ournet.port.%d", i)] = describePort(p)
+	}
+	return &network.InfoResponse{Value: value}, nil
+}
+
+func describePort(p firewall.PublishedPort) string {
+	host := "0.0.0.0"
+	if p.HostIP.IsValid() {
+		host = p.HostIP.String()
+	}
+	return fmt.Sprintf("%s:%d->%s:%d/%s", host, p.HostPort, p.ContainerIP, p.ContainerPort, p.Proto)
+}
+
+// Join creates the veth pair; the engine moves the peer into the container
+// and names it eth<N>. Returning the gateway makes the engine route through
+// our bridge instead of attaching docker_gwbridge.
+func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ep, ok := d.st.Endpoints[req.EndpointID]
+	if !ok {
+		return nil, fmt.Errorf("endpoint %s is unknown to ournet", shortID(req.EndpointID))
+	}
+	cfg, ok := d.st.Networks[ep.NetworkID]
+	if !ok {
+		return nil, fmt.Errorf("network %s is unknown to ournet", shortID(ep.NetworkID))
+	}
+	host, peer := vethNames(ep.ID)
+	// A replayed Join finds the old pair: start again from nothing.
+	d.logErr("remove stale veth", d.links.DeleteLink(host), "veth", host)
+	var mac net.HardwareAddr
+	if ep.MAC != "" {
+		mac, _ = net.ParseMAC(ep.MAC)
+	}
+	if err := d.links.AddVeth(host, peer, cfg.Bridge, cfg.MTU, mac); err != nil {
+		return nil, err
+	}
+	ep.Joined = true
+	ep.SandboxKey = req.SandboxKey
+	if err := d.save(); err != nil {
+		d.links.DeleteLink(host)
+		ep.Joined = false
+		return nil, err
+	}
+	resp := &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: peer, DstPrefix: "eth"}}
+	if !cfg.Internal {
+		if len(cfg.IPv4) > 0 && cfg.IPv4[0].Gateway.IsValid() && ep.IPv4.IsValid() {
+			resp.Gateway = cfg.IPv4[0].Gateway.Addr().String()
+		}
+		if len(cfg.IPv6) > 0 && cfg.IPv6[0].Gateway.IsValid() && ep.IPv6.IsValid() {
+			resp.GatewayIPv6 = cfg.IPv6[0].Gateway.Addr().String()
+		}
+	}
+	d.log.Debug("endpoint joined", "endpoint", shortID(ep.ID), "veth", host, "bridge", cfg.Bridge)
+	return resp, nil
+}
+
+// Leave removes the veth and, as a safety net, the endpoint's published ports.
+func (d *Driver) Leave(req *network.LeaveRequest) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ep, ok := d.st.Endpoints[req.EndpointID]
+	if !ok {
+		return nil
+	}
+	host, _ := vethNames(ep.ID)
+	d.logErr("remove veth", d.links.DeleteLink(host), "veth", host)
+	ep.Joined = false
+	if len(ep.Ports) > 0 {
+		ep.Ports = nil
+		d.logErr("remove published ports", d.applyFirewall(context.Background()), "endpoint", shortID(ep.ID))
+	}
+	d.logErr("save state", d.save())
+	return nil
+}
+
+// ProgramExternalConnectivity publishes the endpoint's -p ports: all of them
+// in one firewall change, or none.
+func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnectivityRequest) error {
+	requests, err := ports.Decode(req.Options[ports.PortMapKey])
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ep, ok := d.st.Endpoints[req.EndpointID]
+	if !ok {
+		return fmt.Errorf("endpoint %s is unknown to ournet", shortID(req.EndpointID))
+	}
+	cfg := d.st.Networks[ep.NetworkID]
+	if cfg == nil {
+		return fmt.Errorf("network %s is unknown to ournet", shortID(ep.NetworkID))
+	}
+	requests = d.bindable(cfg, ep, requests)
+	if len(requests) > 0 && cfg.Internal {
+		return fmt.Errorf("network %s is internal (--internal): it cannot publish ports; remove -p or use a network that is not internal", shortID(cfg.ID))
+	}
+	var others []firewall.PublishedPort
+	for id, other := range d.st.Endpoints {
+		if id != ep.ID {
+			others = append(others, other.Ports...)
+		}
+	}
+	chosen, err := d.chooser.Choose(requests, ep.IPv4.Addr(), others)
+	if err != nil {
+		return err
+	}
+	previous := ep.Ports
+	ep.Ports = chosen
+	if err := d.applyFirewall(context.Background()); err != nil {
+		ep.Ports = previous
+		d.logErr("rollback firewall", d.applyFirewall(context.Background()))
+		return fmt.Errorf("publish ports: %w", err)
+	}
+	if err := d.save(); err != nil {
+		ep.Ports = previous
+		d.applyFirewall(context.Background())
+		return err
+	}
+	if len(chosen) > 0 {
+		d.log.Info("ports published", "endpoint", shortID(ep.ID), "count", len(chosen), "first", describePort(chosen[0]))
+	}
+	return nil
+}
+
+// bindable keeps the bindings ournet can serve on this endpoint and applies
+// the network's default host IP.
+func (d *Driver) bindable(cfg *NetworkConfig, ep *Endpoint, reqs []ports.Request) []ports.Request {
+	var out []ports.Request
+	seen := map[ports.Request]bool{}
+	for _, r := range reqs {
+		if r.HostIP.Is6() {
+			// IPv6 publishing is a documented limitation (README).
+			d.log.Debug("skipping IPv6 host binding", "host_ip", r.HostIP, "port", r.ContainerPort)
+			continue
+		}
+		if !ep.IPv4.IsValid() {
+			continue
+		}
+		if (!r.HostIP.IsValid() || r.HostIP.IsUnspecified()) && cfg.HostBindingIPv4.IsValid() {
+			r.HostIP = cfg.HostBindingIPv4
+		}
+		if r.HostIP.IsValid() && r.HostIP.IsUnspecified() {
+			r.HostIP = netip.Addr{}
+		}
+		if seen[r] {
+			continue
+		}
+		seen[r] = true
+		out = append(out, r)
+	}
+	return out
+}
+
+// RevokeExternalConnectivity unpublishes the endpoint's ports.
+func (d *Driver) RevokeExternalConnectivity(req *network.RevokeExternalConnectivityRequest) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ep, ok := d.st.Endpoints[req.EndpointID]
+	if !ok || len(ep.Ports) == 0 {
+		return nil
+	}
+	ep.Ports = nil
+	if err := d.applyFirewall(context.Background()); err != nil {
+		return fmt.Errorf("unpublish ports: %w", err)
+	}
+	d.logErr("save state", d.save())
+	return nil
+}
+
+// Swarm and discovery calls: ournet is local scope only.
+func (d *Driver) AllocateNetwork(*network.AllocateNetworkRequest) (*network.AllocateNetworkResponse, error) {
+	return nil, errors.New("ournet is a local-scope driver and does not support swarm networks")
+}
+func (d *Driver) FreeNetwork(*network.FreeNetworkRequest) error            { return nil }
+func (d *Driver) DiscoverNew(*network.DiscoveryNotification) error         { return nil }
+func (d *Driver) DiscoverDelete(*network.DiscoveryNotification) error      { return nil }
+
+// PortListing is one published port for `make ports` and the README.
+type PortListing struct {
+	NetworkID     string `json:"network_id"`
+	EndpointID    string `json:"endpoint_id"`
+	Proto         string `json:"proto"`
+	HostIP        string `json:"host_ip"`
+	HostPort      uint16 `json:"host_port"`
+	ContainerIP   string `json:"container_ip"`
+	ContainerPort uint16 `json:"container_port"`
+}
+
+// PublishedPorts lists every port ournet publishes.
+func (d *Driver) PublishedPorts() []PortListing {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []PortListing
+	for _, ep := range d.st.Endpoints {
+		for _, p := range ep.Ports {
+			host := "0.0.0.0"
+			if p.HostIP.IsValid() {
+				host = p.HostIP.String()
+			}
+			out = append(out, PortListing{ep.NetworkID, ep.ID, p.Proto, host, p.HostPort, p.ContainerIP.String(), p.ContainerPort})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].HostPort != out[j].HostPort {
+			return out[i].HostPort < out[j].HostPort
+		}
+		return out[i].Proto < out[j].Proto
+	})
+	return out
+}
+
+func overlappingPool(a, b *NetworkConfig) string {
+	for _, x := range append(append([]Subnet(nil), a.IPv4...), a.IPv6...) {
+		for _, y := range append(append([]Subnet(nil), b.IPv4...), b.IPv6...) {
+			if x.Pool.Overlaps(y.Pool) {
+				return x.Pool.String()
+			}
+		}
+	}
+	return ""
+}
+
+func subnetsOf(cfg *NetworkConfig) []string {
+	var out []string
+	for _, s := range append(append([]Subnet(nil), cfg.IPv4...), cfg.IPv6...) {
+		out = append(out, s.Pool.String())
+	}
+	return out
+}

@@ -1,0 +1,257 @@
+package driver
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/docker/go-plugins-helpers/network"
+)
+
+// Option names users pass with `docker network create -o NAME=VALUE`.
+// Each ournet name also answers to the name Docker's bridge driver uses.
+const (
+	OptBridgeName      = "ournet.bridge.name"
+	OptMTU             = "ournet.mtu"
+	OptEnableICC       = "ournet.enable_icc"
+	OptEnableMasq      = "ournet.enable_ip_masquerade"
+	OptHostBindingIPv4 = "ournet.host_binding_ipv4"
+)
+
+// dockerAliases maps Docker's bridge option names to ournet's.
+var dockerAliases = map[string]string{
+	"com.docker.network.bridge.name":                 OptBridgeName,
+	"com.docker.network.driver.mtu":                  OptMTU,
+	"com.docker.network.bridge.enable_icc":           OptEnableICC,
+	"com.docker.network.bridge.enable_ip_masquerade": OptEnableMasq,
+	"com.docker.network.bridge.host_binding_ipv4":    OptHostBindingIPv4,
+}
+
+// Keys of CreateNetworkRequest.Options set by the engine itself.
+const (
+	engineGenericKey = "com.docker.network.generic"
+	engineIPv6Key    = "com.docker.network.enable_ipv6"
+	engineInternal   = "com.docker.network.internal"
+)
+
+// Subnet is one address pool of a network and the gateway on its bridge.
+type Subnet struct {
+	Pool    netip.Prefix `json:"pool"`
+	Gateway netip.Prefix `json:"gateway"` // gateway address with the pool's length
+}
+
+// NetworkConfig is a validated network: everything the plan needs.
+type NetworkConfig struct {
+	ID              string     `json:"id"`
+	Bridge          string     `json:"bridge"`
+	MTU             int        `json:"mtu,omitempty"` // 0: kernel default (1500)
+	ICC             bool       `json:"icc"`
+	Masquerade      bool       `json:"masquerade"`
+	HostBindingIPv4 netip.Addr `json:"host_binding_ipv4,omitzero"`
+	Internal        bool       `json:"internal,omitempty"`
+	IPv4            []Subnet   `json:"ipv4,omitempty"`
+	IPv6            []Subnet   `json:"ipv6,omitempty"`
+}
+
+// OptionError is a bad -o value; its text is what the user sees.
+type OptionError struct {
+	Name, Value, Want string
+}
+
+func (e *OptionError) Error() string {
+	return fmt.Sprintf("option %s=%q: %s", e.Name, e.Value, e.Want)
+}
+
+var bridgeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$`)
+
+// DefaultBridgeName is on- plus the first 12 hex digits of the network ID:
+// recognisably ours in `ip link` and within the 15-character limit.
+func DefaultBridgeName(networkID string) string {
+	return "on-" + shortID(networkID)
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// ParseNetworkOptions validates a CreateNetwork request into a NetworkConfig.
+func ParseNetworkOptions(req *network.CreateNetworkRequest) (*NetworkConfig, error) {
+	cfg := &NetworkConfig{ID: req.NetworkID, ICC: true, Masquerade: true}
+	if req.NetworkID == "" {
+		return nil, fmt.Errorf("CreateNetwork without a network ID")
+	}
+	generic, err := genericOptions(req.Options)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.applyGeneric(generic); err != nil {
+		return nil, err
+	}
+	if cfg.Bridge == "" {
+		cfg.Bridge = DefaultBridgeName(req.NetworkID)
+	}
+	cfg.Internal, err = engineBool(req.Options, engineInternal)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.IPv4, err = parseIPAMData(req.IPv4Data, false); err != nil {
+		return nil, err
+	}
+	if cfg.IPv6, err = parseIPAMData(req.IPv6Data, true); err != nil {
+		return nil, err
+	}
+	if len(cfg.IPv4) == 0 && len(cfg.IPv6) == 0 {
+		return nil, fmt.Errorf("network has no subnet: ournet needs at least one IPv4 or IPv6 pool from IPAM")
+	}
+	return cfg, nil
+}
+
+// genericOptions returns the user's -o options as strings. The engine sends
+// them as a JSON object under com.docker.network.generic.
+func genericOptions(opts map[string]interface{}) (map[string]string, error) {
+	raw, ok := opts[engineGenericKey]
+	if !ok || raw == nil {
+		return map[string]string{}, nil
+	}
+	obj, ok := raw.(map[string]interface{})
+	if !ok {
+		return nil, fmt.Errorf("engine sent %s as %T, want an object", engineGenericKey, raw)
+	}
+	out := make(map[string]string, len(obj))
+	for k, v := range obj {
+		switch v := v.(type) {
+		case string:
+			out[k] = v
+		case bool, float64:
+			out[k] = fmt.Sprint(v)
+		default:
+			b, _ := json.Marshal(v)
+			out[k] = string(b)
+		}
+	}
+	return out, nil
+}
+
+func (cfg *NetworkConfig) applyGeneric(generic map[string]string) error {
+	// Resolve Docker aliases first; giving both names for one setting is ambiguous.
+	resolved := map[string]string{}
+	given := map[string]string{} // ournet name -> name the user typed
+	keys := make([]string, 0, len(generic))
+	for k := range generic {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		name := k
+		if alias, ok := dockerAliases[k]; ok {
+			name = alias
+		} else if !strings.HasPrefix(k, "ournet.") {
+			continue // other drivers' or engine options: not ours to judge
+		}
+		if prev, dup := given[name]; dup {
+			return fmt.Errorf("options %s and %s set the same thing: give only one", prev, k)
+		}
+		given[name] = k
+		resolved[name] = generic[k]
+	}
+	for name, value := range resolved {
+		typed := given[name]
+		switch name {
+		case OptBridgeName:
+			if !bridgeNameRE.MatchString(value) {
+				return &OptionError{typed, value, "must be 1 to 15 letters, digits, '-', '_' or '.', starting with a letter or digit"}
+			}
+			cfg.Bridge = value
+		case OptMTU:
+			mtu, err := strconv.Atoi(value)
+			if err != nil || mtu < 68 || mtu > 65535 {
+				return &OptionError{typed, value, "must be a number from 68 to 65535"}
+			}
+			cfg.MTU = mtu
+		case OptEnableICC:
+			b, err := strconv.ParseBool(value)
+			if err != nil {
+				return &OptionError{typed, value, "must be true or false"}
+			}
+			cfg.ICC = b
+		case OptEnableMasq:
+			b, err := strconv.ParseBool(value)
+			if err != nil {
+				return &OptionError{typed, value, "must be true or false"}
+			}
+			cfg.Masquerade = b
+		case OptHostBindingIPv4:
+			addr, err := netip.ParseAddr(value)
+			if err != nil || !addr.Is4() {
+				return &OptionError{typed, value, "must be an IPv4 address of this host, e.g. 127.0.0.1 or 0.0.0.0"}
+			}
+			if !addr.IsUnspecified() {
+				cfg.HostBindingIPv4 = addr
+			}
+		default:
+			return &OptionError{typed, value, "unknown ournet option; valid: " + strings.Join(validOptions(), ", ")}
+		}
+	}
+	return nil
+}
+
+func validOptions() []string {
+	return []string{OptBridgeName, OptMTU, OptEnableICC, OptEnableMasq, OptHostBindingIPv4}
+}
+
+func engineBool(opts map[string]interface{}, key string) (bool, error) {
+	switch v := opts[key].(type) {
+	case nil:
+		return false, nil
+	case bool:
+		return v, nil
+	case string:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return false, fmt.Errorf("engine sent %s=%q, want a boolean", key, v)
+		}
+		return b, nil
+	default:
+		return false, fmt.Errorf("engine sent %s as %T, want a boolean", key, v)
+	}
+}
+
+func parseIPAMData(data []*network.IPAMData, v6 bool) ([]Subnet, error) {
+	var out []Subnet
+	for _, d := range data {
+		if d == nil {
+			continue
+		}
+		pool, err := netip.ParsePrefix(d.Pool)
+		if err != nil {
+			return nil, fmt.Errorf("IPAM returned pool %q: %v", d.Pool, err)
+		}
+		if pool.Addr().Is6() != v6 {
+			return nil, fmt.Errorf("IPAM returned pool %s in the wrong address family", pool)
+		}
+		s := Subnet{Pool: pool.Masked()}
+		if d.Gateway != "" {
+			gw, err := netip.ParsePrefix(d.Gateway)
+			if err != nil {
+				addr, err2 := netip.ParseAddr(d.Gateway)
+				if err2 != nil {
+					return nil, fmt.Errorf("IPAM returned gateway %q: %v", d.Gateway, err)
+				}
+				gw = netip.PrefixFrom(addr, pool.Bits())
+			}
+			if !s.Pool.Contains(gw.Addr()) {
+				return nil, fmt.Errorf("gateway %s is outside the subnet %s: choose a --gateway inside --subnet", gw.Addr(), s.Pool)
+			}
+			s.Gateway = netip.PrefixFrom(gw.Addr(), pool.Bits())
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}

@@ -1,0 +1,72 @@
+package driver
+
+import (
+	"net"
+	"net/netip"
+	"sort"
+
+	"github.com/ournet/ournet/driver/firewall"
+	"github.com/ournet/ournet/driver/ports"
+)
+
+// Link name prefixes: everything ournet creates on the host starts with one,
+// so reconciliation can tell its own leftovers from anything else.
+const (
+	bridgePrefix   = "on-"
+	hostVethPrefix = "onv"
+	peerVethPrefix = "onc"
+)
+
+// vethNames are the host and container ends of an endpoint's veth pair.
+func vethNames(endpointID string) (host, peer string) {
+	id := shortID(endpointID)
+	return hostVethPrefix + id, peerVethPrefix + id
+}
+
+// macFromIPv4 is Docker's scheme (02:42 + the IPv4 address), so ARP tables
+// and captures look the same as with the built-in bridge.
+func macFromIPv4(ip netip.Addr) net.HardwareAddr {
+	b := ip.As4()
+	return net.HardwareAddr{0x02, 0x42, b[0], b[1], b[2], b[3]}
+}
+
+// gateways returns the addresses the bridge carries.
+func (cfg *NetworkConfig) gateways() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range append(append([]Subnet(nil), cfg.IPv4...), cfg.IPv6...) {
+		if s.Gateway.IsValid() {
+			out = append(out, s.Gateway)
+		}
+	}
+	return out
+}
+
+// firewallPlan is the whole firewall as data: every network with the ports
+// its endpoints publish. The firewall package renders rules from it.
+func firewallPlan(networks map[string]*NetworkConfig, endpoints map[string]*Endpoint) []firewall.Network {
+	byNetwork := map[string][]firewall.PublishedPort{}
+	for _, ep := range endpoints {
+		byNetwork[ep.NetworkID] = append(byNetwork[ep.NetworkID], ep.Ports...)
+	}
+	out := make([]firewall.Network, 0, len(networks))
+	for id, cfg := range networks {
+		fn := firewall.Network{
+			ID:         id,
+			Bridge:     cfg.Bridge,
+			ICC:        cfg.ICC,
+			Masquerade: cfg.Masquerade,
+			Internal:   cfg.Internal,
+			Ports:      byNetwork[id],
+		}
+		for _, s := range cfg.IPv4 {
+			fn.Subnets = append(fn.Subnets, s.Pool)
+		}
+		for _, s := range cfg.IPv6 {
+			fn.Subnets = append(fn.Subnets, s.Pool)
+		}
+		sort.Slice(fn.Ports, func(i, j int) bool { return ports.Less(fn.Ports[i], fn.Ports[j]) })
+		out = append(out, fn)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Bridge < out[j].Bridge })
+	return out
+}

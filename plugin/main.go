@@ -1,0 +1,221 @@
+// Command ournet is the plugin program: one unix socket serving Docker's
+// NetworkDriver and IpamDriver APIs. It listens first and recovers after,
+// because the engine retries a plugin's socket only for a few seconds.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/ournet/ournet/driver"
+	"github.com/ournet/ournet/driver/bridge"
+	"github.com/ournet/ournet/driver/firewall"
+	"github.com/ournet/ournet/driver/ports"
+	"github.com/ournet/ournet/ipam"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stdout, "ournet:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg, err := loadSettings(os.Getenv)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.LogLevel)
+	slog.SetDefault(log)
+
+	listener, err := listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	srv := newServer(log)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.handler.Serve(listener) }()
+	log.Info("ournet listening", "socket", cfg.Socket)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	d, err := wire(ctx, cfg, log, srv)
+	if err != nil {
+		listener.Close()
+		return err
+	}
+	close(srv.ready)
+	if cfg.HealInterval > 0 {
+		go healLoop(ctx, d, cfg.HealInterval, log)
+	}
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-serveErr:
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			return fmt.Errorf("serving %s: %w", cfg.Socket, err)
+		}
+	}
+	listener.Close()
+	drainCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.drain(drainCtx); err != nil {
+		log.Warn("shutdown", "error", err)
+	}
+	os.Remove(cfg.Socket)
+	return nil
+}
+
+// listen replaces a stale socket left by a crashed run; root only.
+func listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// wire builds the drivers, restores the host from the saved state and
+// registers the routes. Requests wait until it returns.
+func wire(ctx context.Context, cfg settings, log *slog.Logger, srv *server) (*driver.Driver, error) {
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory %s: %w", cfg.StateDir, err)
+	}
+	handle, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
+	links := bridge.New(handle)
+
+	pools, err := ipam.ParseDefaultPools(cfg.DefaultPools)
+	if err != nil {
+		return nil, fmt.Errorf("DEFAULT_POOLS: %w", err)
+	}
+	hostRoutes := func() []netip.Prefix {
+		routes, err := links.Routes()
+		if err != nil {
+			log.Warn("listing host routes failed", "error", err)
+		}
+		return routes
+	}
+	ipamDriver, err := ipam.NewDriver(filepath.Join(cfg.StateDir, "ipam.json"), hostRoutes, pools, log.With("api", "ipam"))
+	if err != nil {
+		return nil, err
+	}
+	srv.routeIPAM(ipamDriver)
+
+	backend, err := firewall.DetectBackend(ctx, cfg.IPTablesBackend)
+	if err != nil {
+		return nil, fmt.Errorf("iptables: %w", err)
+	}
+	log.Info("iptables backend", "backend", backend.String())
+	first, last := ephemeralRange()
+	d, err := driver.New(driver.Config{
+		Log:       log.With("api", "network"),
+		Links:     links,
+		Firewall:  firewall.New(backend, log.With("part", "firewall")),
+		Sysctl:    writeSysctl,
+		Chooser:   &ports.Chooser{InUse: hostPortInUse, EphemeralFirst: first, EphemeralLast: last},
+		StateFile: filepath.Join(cfg.StateDir, "networks.json"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	srv.routeNetwork(d)
+	srv.routeJSON("/ournet.PublishedPorts", func() any { return d.PublishedPorts() })
+	if err := d.Reconcile(ctx); err != nil {
+		// Keep serving: the heal loop retries, and refusing to start would
+		// leave every ournet network unusable.
+		log.Error("start-up reconciliation incomplete", "error", err)
+	}
+	return d, nil
+}
+
+func healLoop(ctx context.Context, d *driver.Driver, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := d.Heal(ctx); err != nil {
+				log.Warn("self-heal check failed", "error", err)
+			}
+		}
+	}
+}
+
+func writeSysctl(key, value string) error {
+	return os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644)
+}
+
+// ephemeralRange reads the kernel's range for -p PORT and -P.
+func ephemeralRange() (uint16, uint16) {
+	raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(raw))
+	if len(f) != 2 {
+		return 0, 0
+	}
+	a, err1 := strconv.Atoi(f[0])
+	b, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil || a < 1 || b > 65535 || a > b {
+		return 0, 0
+	}
+	return uint16(a), uint16(b)
+}
+
+// hostPortInUse asks the kernel: a socket we cannot bind is held by someone.
+func hostPortInUse(proto string, ip netip.Addr, port uint16) bool {
+	host := ""
+	if ip.IsValid() && !ip.IsUnspecified() {
+		host = ip.String()
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(int(port)))
+	switch proto {
+	case "tcp":
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return isAddrInUse(err)
+		}
+		l.Close()
+	case "udp":
+		c, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return isAddrInUse(err)
+		}
+		c.Close()
+	}
+	return false
+}
+
+func isAddrInUse(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE)
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// settings are the plugin's environment, set with `docker plugin set ournet NAME=VALUE`.
+type settings struct {
+	LogLevel        slog.Level
+	StateDir        string
+	DefaultPools    string
+	IPTablesBackend string
+	HealInterval    time.Duration
+	Socket          string
+}
+
+func loadSettings(getenv func(string) string) (settings, error) {
+	s := settings{
+		StateDir:        "/var/lib/ournet",
+		DefaultPools:    "172.17.0.0/12:16,192.168.0.0/16:20",
+		IPTablesBackend: "auto",
+		HealInterval:    5 * time.Second,
+		Socket:          "/run/docker/plugins/ournet.sock",
+	}
+	if v := getenv("LOG_LEVEL"); v != "" {
+		if err := s.LogLevel.UnmarshalText([]byte(v)); err != nil {
+			return s, fmt.Errorf("LOG_LEVEL=%q: must be debug, info, warn or error", v)
+		}
+	}
+	if v := getenv("STATE_DIR"); v != "" {
+		if !filepath.IsAbs(v) {
+			return s, fmt.Errorf("STATE_DIR=%q: must be an absolute path", v)
+		}
+		s.StateDir = v
+	}
+	if v := getenv("DEFAULT_POOLS"); v != "" {
+		s.DefaultPools = v
+	}
+	if v := getenv("IPTABLES_BACKEND"); v != "" {
+		switch strings.ToLower(v) {
+		case "auto", "nft", "legacy":
+			s.IPTablesBackend = strings.ToLower(v)
+		default:
+			return s, fmt.Errorf("IPTABLES_BACKEND=%q: must be auto, nft or legacy", v)
+		}
+	}
+	if v := getenv("HEAL_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return s, fmt.Errorf("HEAL_INTERVAL=%q: must be a duration such as 5s, or 0 to turn self-healing off", v)
+		}
+		s.HealInterval = d
+	}
+	if v := getenv("SOCKET"); v != "" {
+		s.Socket = v
+	}
+	return s, nil
+}
+
+func newLogger(level slog.Level) *slog.Logger {
+	// stdout: whatever a managed plugin writes to stderr is logged by dockerd as an error.
+	return slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
+}
