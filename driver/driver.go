@@ -496,9 +496,9 @@ func (d *Driver) RevokeExternalConnectivity(req *network.RevokeExternalConnectiv
 func (d *Driver) AllocateNetwork(*network.AllocateNetworkRequest) (*network.AllocateNetworkResponse, error) {
 	return nil, errors.New("ournet is a local-scope driver and does not support swarm networks")
 }
-func (d *Driver) FreeNetwork(*network.FreeNetworkRequest) error            { return nil }
-func (d *Driver) DiscoverNew(*network.DiscoveryNotification) error         { return nil }
-func (d *Driver) DiscoverDelete(*network.DiscoveryNotification) error      { return nil }
+func (d *Driver) FreeNetwork(*network.FreeNetworkRequest) error       { return nil }
+func (d *Driver) DiscoverNew(*network.DiscoveryNotification) error    { return nil }
+func (d *Driver) DiscoverDelete(*network.DiscoveryNotification) error { return nil }
 
 // PortListing is one published port for `make ports` and the README.
 type PortListing struct {

@@ -43,13 +43,38 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 			return err
 		}
 		for _, name := range names {
-			if !known[name] {
+			if !known[name] && isOurLinkName(name) {
 				d.log.Info("removing leftover ournet interface", "link", name)
 				d.logErr("remove leftover interface", d.links.DeleteLink(name), "link", name)
 			}
 		}
 	}
+	if !d.stateTrusted {
+		// An empty plan would wipe the rules of every running container.
+		d.log.Warn("firewall left as it is until the state is trusted again (see the error above)")
+		return nil
+	}
 	return d.applyFirewall(ctx)
+}
+
+// isOurLinkName: a prefix plus exactly the 12 hex digits of an ID, so that
+// a host's own "onvpn0" or "on-premises" is never taken for a leftover.
+func isOurLinkName(name string) bool {
+	for _, prefix := range []string{bridgePrefix, hostVethPrefix, peerVethPrefix} {
+		if rest, ok := strings.CutPrefix(name, prefix); ok && len(rest) == 12 && isLowerHex(rest) {
+			return true
+		}
+	}
+	return false
+}
+
+func isLowerHex(s string) bool {
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Heal re-applies what disappeared while running: ournet's iptables chains
@@ -70,6 +95,9 @@ func (d *Driver) Heal(ctx context.Context) (bool, error) {
 		}
 		d.tuneKernel(cfg)
 		repaired = true
+	}
+	if !d.stateTrusted {
+		return repaired, nil
 	}
 	plan := firewallPlan(d.st.Networks, d.st.Endpoints)
 	drift, err := d.fw.Check(ctx, plan)

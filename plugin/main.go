@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -42,13 +43,14 @@ func run() error {
 	log := newLogger(cfg.LogLevel)
 	slog.SetDefault(log)
 
+	// Every route exists before the socket listens; calls wait for wire().
+	srv := newServer(log)
 	listener, err := listen(cfg.Socket)
 	if err != nil {
 		return err
 	}
-	srv := newServer(log)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.handler.Serve(listener) }()
+	go func() { serveErr <- srv.serve(listener) }()
 	log.Info("ournet listening", "socket", cfg.Socket)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -59,7 +61,6 @@ func run() error {
 		listener.Close()
 		return err
 	}
-	close(srv.ready)
 	if cfg.HealInterval > 0 {
 		go healLoop(ctx, d, cfg.HealInterval, log)
 	}
@@ -68,14 +69,13 @@ func run() error {
 	case <-ctx.Done():
 		log.Info("shutting down")
 	case err := <-serveErr:
-		if err != nil && !errors.Is(err, net.ErrClosed) {
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serving %s: %w", cfg.Socket, err)
 		}
 	}
-	listener.Close()
-	drainCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := srv.drain(drainCtx); err != nil {
+	if err := srv.shutdown(shutdownCtx); err != nil {
 		log.Warn("shutdown", "error", err)
 	}
 	os.Remove(cfg.Socket)
@@ -99,8 +99,8 @@ func listen(path string) (net.Listener, error) {
 	return l, nil
 }
 
-// wire builds the drivers, restores the host from the saved state and
-// registers the routes. Requests wait until it returns.
+// wire builds the drivers, restores the host from the saved state and hands
+// the drivers to the server. Calls wait until then.
 func wire(ctx context.Context, cfg settings, log *slog.Logger, srv *server) (*driver.Driver, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory %s: %w", cfg.StateDir, err)
@@ -126,7 +126,6 @@ func wire(ctx context.Context, cfg settings, log *slog.Logger, srv *server) (*dr
 	if err != nil {
 		return nil, err
 	}
-	srv.routeIPAM(ipamDriver)
 
 	backend, err := firewall.DetectBackend(ctx, cfg.IPTablesBackend)
 	if err != nil {
@@ -145,13 +144,12 @@ func wire(ctx context.Context, cfg settings, log *slog.Logger, srv *server) (*dr
 	if err != nil {
 		return nil, err
 	}
-	srv.routeNetwork(d)
-	srv.routeJSON("/ournet.PublishedPorts", func() any { return d.PublishedPorts() })
 	if err := d.Reconcile(ctx); err != nil {
 		// Keep serving: the heal loop retries, and refusing to start would
 		// leave every ournet network unusable.
 		log.Error("start-up reconciliation incomplete", "error", err)
 	}
+	srv.start(d, ipamDriver, func() any { return d.PublishedPorts() })
 	return d, nil
 }
 

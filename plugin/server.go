@@ -3,10 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
+	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/docker/go-plugins-helpers/ipam"
@@ -17,38 +16,79 @@ import (
 // manifest answers /Plugin.Activate for both APIs on the one socket.
 const manifest = `{"Implements": ["NetworkDriver", "IpamDriver"]}`
 
-// server routes both APIs through one sdk handler, using the helpers'
-// request and response types. Requests wait until start-up recovery is done.
+// server serves both APIs on one mux with the helpers' request and response
+// types. Every route exists from the first moment the socket listens; calls
+// wait until start-up recovery has handed over the drivers.
 type server struct {
-	handler  sdk.Handler
-	log      *slog.Logger
-	ready    chan struct{}
-	inFlight sync.WaitGroup
+	mux   *http.ServeMux
+	http  *http.Server
+	log   *slog.Logger
+	ready chan struct{}
+
+	// Set once by start, before ready is closed; read only after ready.
+	network   network.Driver
+	ipam      ipam.Ipam
+	published func() any
 }
 
-func newServer(log *slog.Logger) *server {
-	return &server{handler: sdk.NewHandler(manifest), log: log, ready: make(chan struct{})}
-}
-
-// readyWait bounds how long a request waits for start-up recovery; the
+// readyWait bounds how long a call waits for start-up recovery; the
 // engine's own timeout for plugin calls is longer.
 const readyWait = 60 * time.Second
+
+func newServer(log *slog.Logger) *server {
+	s := &server{mux: http.NewServeMux(), log: log, ready: make(chan struct{})}
+	s.http = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	s.mux.HandleFunc("/Plugin.Activate", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", sdk.DefaultContentTypeV1_1)
+		w.Write([]byte(manifest + "\n"))
+	})
+	s.routeNetwork()
+	s.routeIPAM()
+	// Not part of Docker's API: `make ports` reads it (docker port cannot
+	// show a remote driver's ports).
+	s.mux.HandleFunc("/ournet.PublishedPorts", func(w http.ResponseWriter, r *http.Request) {
+		if !s.waitReady(w) {
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(s.published())
+	})
+	return s
+}
+
+// start hands over the drivers; calls waiting for them go ahead.
+func (s *server) start(nd network.Driver, id ipam.Ipam, published func() any) {
+	s.network, s.ipam, s.published = nd, id, published
+	close(s.ready)
+}
+
+func (s *server) serve(l net.Listener) error { return s.http.Serve(l) }
+
+// shutdown stops accepting, waits for calls in progress (so their state is
+// saved) and closes idle keep-alive connections.
+func (s *server) shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
 
 type errorReply struct {
 	Err string
 }
 
-// handle registers one API call: decode Req, call, encode Res or {"Err": ...}
-// with HTTP 500 (both APIs read Err from a non-200 reply).
-func handle[Req any, Res any](s *server, path string, call func(*Req) (*Res, error)) {
-	s.handler.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-		s.inFlight.Add(1)
-		defer s.inFlight.Done()
+func (s *server) waitReady(w http.ResponseWriter) bool {
+	select {
+	case <-s.ready:
+		return true
+	case <-time.After(readyWait):
+		sdk.EncodeResponse(w, errorReply{"ournet is still starting up; try again"}, true)
+		return false
+	}
+}
+
+// route registers one API call of driver D: decode Req, call the method on
+// the driver, encode Res or {"Err": ...} with HTTP 500 (both APIs read Err
+// from a non-200 reply).
+func route[D, Req, Res any](s *server, path string, driver *D, method func(D, *Req) (*Res, error)) {
+	s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		select {
-		case <-s.ready:
-		case <-time.After(readyWait):
-			sdk.EncodeResponse(w, errorReply{"ournet is still starting up; try again"}, true)
+		if !s.waitReady(w) {
 			return
 		}
 		req := new(Req)
@@ -58,7 +98,7 @@ func handle[Req any, Res any](s *server, path string, call func(*Req) (*Res, err
 				return
 			}
 		}
-		res, err := call(req)
+		res, err := method(*driver, req)
 		if err != nil {
 			s.log.Warn("call failed", "call", path, "error", err, "took", time.Since(start))
 			sdk.EncodeResponse(w, errorReply{err.Error()}, true)
@@ -73,59 +113,40 @@ func handle[Req any, Res any](s *server, path string, call func(*Req) (*Res, err
 	})
 }
 
-// errOnly adapts calls that answer nothing but an error.
-func errOnly[Req any](call func(*Req) error) func(*Req) (*struct{}, error) {
-	return func(r *Req) (*struct{}, error) { return nil, call(r) }
+// noResult adapts methods that answer nothing but an error.
+func noResult[D, Req any](method func(D, *Req) error) func(D, *Req) (*struct{}, error) {
+	return func(d D, r *Req) (*struct{}, error) { return nil, method(d, r) }
 }
 
-// noArgs adapts calls that take no request body.
-func noArgs[Res any](call func() (*Res, error)) func(*struct{}) (*Res, error) {
-	return func(*struct{}) (*Res, error) { return call() }
+// noRequest adapts methods that take no request body.
+func noRequest[D, Res any](method func(D) (*Res, error)) func(D, *struct{}) (*Res, error) {
+	return func(d D, _ *struct{}) (*Res, error) { return method(d) }
 }
 
-func (s *server) routeNetwork(d network.Driver) {
-	handle(s, "/NetworkDriver.GetCapabilities", noArgs(d.GetCapabilities))
-	handle(s, "/NetworkDriver.CreateNetwork", errOnly(d.CreateNetwork))
-	handle(s, "/NetworkDriver.AllocateNetwork", d.AllocateNetwork)
-	handle(s, "/NetworkDriver.DeleteNetwork", errOnly(d.DeleteNetwork))
-	handle(s, "/NetworkDriver.FreeNetwork", errOnly(d.FreeNetwork))
-	handle(s, "/NetworkDriver.CreateEndpoint", d.CreateEndpoint)
-	handle(s, "/NetworkDriver.DeleteEndpoint", errOnly(d.DeleteEndpoint))
-	handle(s, "/NetworkDriver.EndpointOperInfo", d.EndpointInfo)
-	handle(s, "/NetworkDriver.Join", d.Join)
-	handle(s, "/NetworkDriver.Leave", errOnly(d.Leave))
-	handle(s, "/NetworkDriver.DiscoverNew", errOnly(d.DiscoverNew))
-	handle(s, "/NetworkDriver.DiscoverDelete", errOnly(d.DiscoverDelete))
-	handle(s, "/NetworkDriver.ProgramExternalConnectivity", errOnly(d.ProgramExternalConnectivity))
-	handle(s, "/NetworkDriver.RevokeExternalConnectivity", errOnly(d.RevokeExternalConnectivity))
+func (s *server) routeNetwork() {
+	type D = network.Driver
+	route(s, "/NetworkDriver.GetCapabilities", &s.network, noRequest(D.GetCapabilities))
+	route(s, "/NetworkDriver.CreateNetwork", &s.network, noResult(D.CreateNetwork))
+	route(s, "/NetworkDriver.AllocateNetwork", &s.network, D.AllocateNetwork)
+	route(s, "/NetworkDriver.DeleteNetwork", &s.network, noResult(D.DeleteNetwork))
+	route(s, "/NetworkDriver.FreeNetwork", &s.network, noResult(D.FreeNetwork))
+	route(s, "/NetworkDriver.CreateEndpoint", &s.network, D.CreateEndpoint)
+	route(s, "/NetworkDriver.DeleteEndpoint", &s.network, noResult(D.DeleteEndpoint))
+	route(s, "/NetworkDriver.EndpointOperInfo", &s.network, D.EndpointInfo)
+	route(s, "/NetworkDriver.Join", &s.network, D.Join)
+	route(s, "/NetworkDriver.Leave", &s.network, noResult(D.Leave))
+	route(s, "/NetworkDriver.DiscoverNew", &s.network, noResult(D.DiscoverNew))
+	route(s, "/NetworkDriver.DiscoverDelete", &s.network, noResult(D.DiscoverDelete))
+	route(s, "/NetworkDriver.ProgramExternalConnectivity", &s.network, noResult(D.ProgramExternalConnectivity))
+	route(s, "/NetworkDriver.RevokeExternalConnectivity", &s.network, noResult(D.RevokeExternalConnectivity))
 }
 
-func (s *server) routeIPAM(d ipam.Ipam) {
-	handle(s, "/IpamDriver.GetCapabilities", noArgs(d.GetCapabilities))
-	handle(s, "/IpamDriver.GetDefaultAddressSpaces", noArgs(d.GetDefaultAddressSpaces))
-	handle(s, "/IpamDriver.RequestPool", d.RequestPool)
-	handle(s, "/IpamDriver.ReleasePool", errOnly(d.ReleasePool))
-	handle(s, "/IpamDriver.RequestAddress", d.RequestAddress)
-	handle(s, "/IpamDriver.ReleaseAddress", errOnly(d.ReleaseAddress))
-}
-
-// routeJSON serves a read-only ournet endpoint (not part of Docker's API),
-// e.g. `curl --unix-socket ... http://ournet/ournet.PublishedPorts`.
-func (s *server) routeJSON(path string, get func() any) {
-	s.handler.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(get())
-	})
-}
-
-// drain waits for calls in progress so state is saved before exit.
-func (s *server) drain(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { s.inFlight.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return errors.New("calls still in progress at shutdown")
-	}
+func (s *server) routeIPAM() {
+	type D = ipam.Ipam
+	route(s, "/IpamDriver.GetCapabilities", &s.ipam, noRequest(D.GetCapabilities))
+	route(s, "/IpamDriver.GetDefaultAddressSpaces", &s.ipam, noRequest(D.GetDefaultAddressSpaces))
+	route(s, "/IpamDriver.RequestPool", &s.ipam, D.RequestPool)
+	route(s, "/IpamDriver.ReleasePool", &s.ipam, noResult(D.ReleasePool))
+	route(s, "/IpamDriver.RequestAddress", &s.ipam, D.RequestAddress)
+	route(s, "/IpamDriver.ReleaseAddress", &s.ipam, noResult(D.ReleaseAddress))
 }

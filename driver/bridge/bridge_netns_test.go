@@ -1,0 +1,298 @@
+package bridge
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+var netnsCount atomic.Int32
+
+// testLinks returns Links bound to a network namespace of the test's own,
+// deleted when the test ends. The host's links are never touched.
+func testLinks(t *testing.T) (*Links, *netlink.Handle) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a network namespace")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs the ip command")
+	}
+	name := fmt.Sprintf("ournet-test-%d-%d", os.Getpid(), netnsCount.Add(1))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatalf("open netns %s: %v", name, err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatalf("netlink handle in %s: %v", name, err)
+	}
+	t.Cleanup(h.Delete)
+	return New(h), h
+}
+
+func mustLink(t *testing.T, h *netlink.Handle, name string) netlink.Link {
+	t.Helper()
+	l, err := h.LinkByName(name)
+	if err != nil {
+		t.Fatalf("link %s: %v", name, err)
+	}
+	return l
+}
+
+// addPlainVeth adds a link that is not ournet's (the kernel here may lack
+// the dummy module, veth is always there).
+func addPlainVeth(t *testing.T, h *netlink.Handle, name, peer string) {
+	t.Helper()
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = name
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: peer}); err != nil {
+		t.Fatalf("add veth %s: %v", name, err)
+	}
+}
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func addrsOf(t *testing.T, h *netlink.Handle, link netlink.Link, family int) map[string]int {
+	t.Helper()
+	addrs, err := h.AddrList(link, family)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, a := range addrs {
+		out[a.IPNet.String()] = a.Flags
+	}
+	return out
+}
+
+func TestNetnsEnsureBridge(t *testing.T) {
+	links, h := testLinks(t)
+	gateways := []netip.Prefix{pfx("10.10.0.1/24"), pfx("fd00:10::1/64")}
+	created, err := links.EnsureBridge("on-test", 1400, gateways)
+	if err != nil || !created {
+		t.Fatalf("EnsureBridge = %v, %v", created, err)
+	}
+	br := mustLink(t, h, "on-test")
+	if br.Type() != "bridge" || br.Attrs().MTU != 1400 || br.Attrs().Flags&net.FlagUp == 0 {
+		t.Errorf("bridge: type %s MTU %d flags %v, want an up bridge with MTU 1400", br.Type(), br.Attrs().MTU, br.Attrs().Flags)
+	}
+	v4 := addrsOf(t, h, br, netlink.FAMILY_V4)
+	if _, ok := v4["10.10.0.1/24"]; !ok || len(v4) != 1 {
+		t.Errorf("IPv4 addresses %v, want 10.10.0.1/24", v4)
+	}
+	v6 := addrsOf(t, h, br, netlink.FAMILY_V6)
+	if flags, ok := v6["fd00:10::1/64"]; !ok {
+		t.Errorf("IPv6 addresses %v, want fd00:10::1/64", v6)
+	} else if flags&nodad == 0 {
+		t.Errorf("fd00:10::1/64 flags %#x: no NODAD, the gateway would wait for DAD", flags)
+	}
+
+	// Again, with another MTU: same bridge, no duplicate addresses.
+	created, err = links.EnsureBridge("on-test", 1450, gateways)
+	if err != nil || created {
+		t.Fatalf("second EnsureBridge = %v, %v, want false, nil", created, err)
+	}
+	br2 := mustLink(t, h, "on-test")
+	if br2.Attrs().Index != br.Attrs().Index || br2.Attrs().MTU != 1450 {
+		t.Errorf("second call: index %d->%d, MTU %d", br.Attrs().Index, br2.Attrs().Index, br2.Attrs().MTU)
+	}
+	if v4 := addrsOf(t, h, br2, netlink.FAMILY_V4); len(v4) != 1 {
+		t.Errorf("IPv4 addresses after a second call: %v", v4)
+	}
+
+	// MTU 0 keeps the kernel default.
+	if _, err := links.EnsureBridge("on-plain", 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if mtu := mustLink(t, h, "on-plain").Attrs().MTU; mtu != 1500 {
+		t.Errorf("default MTU %d", mtu)
+	}
+}
+
+func TestNetnsEnsureBridgeRefusesOtherLink(t *testing.T) {
+	links, h := testLinks(t)
+	addPlainVeth(t, h, "on-other", "peer0")
+	created, err := links.EnsureBridge("on-other", 0, []netip.Prefix{pfx("10.11.0.1/24")})
+	if err == nil || created || !strings.Contains(err.Error(), "not a bridge") || !strings.Contains(err.Error(), "veth") {
+		t.Fatalf("EnsureBridge over a veth = %v, %v", created, err)
+	}
+	l := mustLink(t, h, "on-other")
+	if l.Type() != "veth" || len(addrsOf(t, h, l, netlink.FAMILY_V4)) != 0 || l.Attrs().Flags&net.FlagUp != 0 {
+		t.Errorf("the other link was changed: %s %v", l.Type(), l.Attrs().Flags)
+	}
+}
+
+func TestNetnsAddVeth(t *testing.T) {
+	links, h := testLinks(t)
+	if _, err := links.EnsureBridge("on-test", 1400, nil); err != nil {
+		t.Fatal(err)
+	}
+	mac, _ := net.ParseMAC("02:42:0a:0a:00:05")
+	if err := links.AddVeth("onv0001", "onc0001", "on-test", 0, mac); err != nil {
+		t.Fatal(err)
+	}
+	br := mustLink(t, h, "on-test")
+	host := mustLink(t, h, "onv0001")
+	if host.Attrs().MasterIndex != br.Attrs().Index {
+		t.Errorf("host end master %d, want the bridge %d", host.Attrs().MasterIndex, br.Attrs().Index)
+	}
+	if host.Attrs().Flags&net.FlagUp == 0 {
+		t.Error("host end is down")
+	}
+	if host.Attrs().MTU != 1400 {
+		t.Errorf("host end MTU %d, want the bridge's 1400", host.Attrs().MTU)
+	}
+	pi, err := h.LinkGetProtinfo(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pi.Hairpin {
+		t.Error("hairpin mode is off: a container cannot reach its own published port")
+	}
+	peer := mustLink(t, h, "onc0001")
+	if peer.Type() != "veth" || peer.Attrs().HardwareAddr.String() != mac.String() || peer.Attrs().MTU != 1400 {
+		t.Errorf("peer: type %s MAC %s MTU %d", peer.Type(), peer.Attrs().HardwareAddr, peer.Attrs().MTU)
+	}
+
+	// An explicit MTU wins over the bridge's.
+	if err := links.AddVeth("onv0002", "onc0002", "on-test", 1300, nil); err != nil {
+		t.Fatal(err)
+	}
+	if mtu := mustLink(t, h, "onc0002").Attrs().MTU; mtu != 1300 {
+		t.Errorf("peer MTU %d, want 1300", mtu)
+	}
+
+	if err := links.AddVeth("onv0001", "onc0009", "on-test", 0, nil); err == nil {
+		t.Error("AddVeth over an existing name succeeded")
+	}
+	if err := links.AddVeth("onv0003", "onc0003", "on-missing", 0, nil); err == nil || !strings.Contains(err.Error(), "on-missing") {
+		t.Errorf("AddVeth to a missing bridge: %v", err)
+	}
+	if _, err := h.LinkByName("onv0003"); err == nil {
+		t.Error("veth left behind after a failed AddVeth")
+	}
+}
+
+func TestNetnsEnsurePort(t *testing.T) {
+	links, h := testLinks(t)
+	if _, err := links.EnsureBridge("on-test", 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := links.AddVeth("onv0001", "onc0001", "on-test", 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	host := mustLink(t, h, "onv0001")
+	if err := h.LinkSetNoMaster(host); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetDown(host); err != nil {
+		t.Fatal(err)
+	}
+	missing, err := links.EnsurePort("onv0001", "on-test")
+	if err != nil || missing {
+		t.Fatalf("EnsurePort = %v, %v", missing, err)
+	}
+	host = mustLink(t, h, "onv0001")
+	if host.Attrs().MasterIndex != mustLink(t, h, "on-test").Attrs().Index || host.Attrs().Flags&net.FlagUp == 0 {
+		t.Errorf("veth not re-attached and up: master %d flags %v", host.Attrs().MasterIndex, host.Attrs().Flags)
+	}
+	missing, err = links.EnsurePort("onv0404", "on-test")
+	if err != nil || !missing {
+		t.Errorf("EnsurePort of a missing veth = %v, %v, want missing", missing, err)
+	}
+	if _, err := links.EnsurePort("onv0001", "on-gone"); err == nil {
+		t.Error("EnsurePort to a missing bridge succeeded")
+	}
+}
+
+func TestNetnsDeleteLink(t *testing.T) {
+	links, h := testLinks(t)
+	if _, err := links.EnsureBridge("on-test", 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := links.AddVeth("onv0001", "onc0001", "on-test", 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := links.DeleteLink("onv0001"); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"onv0001", "onc0001"} {
+		if ok, err := links.Exists(name); ok || err != nil {
+			t.Errorf("Exists(%s) = %v, %v after deleting the pair", name, ok, err)
+		}
+	}
+	if err := links.DeleteLink("onv0001"); err != nil {
+		t.Errorf("second DeleteLink: %v", err)
+	}
+	if err := links.DeleteLink("on-test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.LinkByName("on-test"); err == nil {
+		t.Error("bridge still there")
+	}
+	if ok, err := links.Exists("lo"); !ok || err != nil {
+		t.Errorf("Exists(lo) = %v, %v", ok, err)
+	}
+}
+
+func TestNetnsNames(t *testing.T) {
+	links, h := testLinks(t)
+	for _, name := range []string{"on-a", "on-b"} {
+		if _, err := links.EnsureBridge(name, 0, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := links.AddVeth("onv0001", "onc0001", "on-a", 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	addPlainVeth(t, h, "other0", "other1")
+	got, err := links.Names("on-", "onv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if want := []string{"on-a", "on-b", "onv0001"}; !slices.Equal(got, want) {
+		t.Errorf("Names = %v, want %v", got, want)
+	}
+	if got, err := links.Names(); err != nil || len(got) != 0 {
+		t.Errorf("Names() = %v, %v, want none", got, err)
+	}
+}
+
+func TestNetnsRoutes(t *testing.T) {
+	links, _ := testLinks(t)
+	if _, err := links.EnsureBridge("on-test", 0, []netip.Prefix{pfx("10.12.3.1/24"), pfx("fd00:12::1/64")}); err != nil {
+		t.Fatal(err)
+	}
+	routes, err := links.Routes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(routes, pfx("10.12.3.0/24")) {
+		t.Errorf("Routes = %v, want the bridge's 10.12.3.0/24", routes)
+	}
+	for _, r := range routes {
+		if r != r.Masked() {
+			t.Errorf("route %v not masked", r)
+		}
+	}
+}

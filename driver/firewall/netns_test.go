@@ -1,0 +1,333 @@
+package firewall
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// testLog sends the firewall's log to t.Log.
+func testLog(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, nil))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// newNetns makes a network namespace of the test's own, so iptables never
+// touches the host's tables; it is deleted when the test ends, even on failure.
+func newNetns(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs the ip command")
+	}
+	suffix := make([]byte, 4)
+	rand.Read(suffix)
+	name := "ournet-fwtest-" + hex.EncodeToString(suffix)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	return name
+}
+
+// forEachBackend runs the test for nft and legacy, each in a fresh namespace.
+func forEachBackend(t *testing.T, test func(t *testing.T, b Backend)) {
+	for _, mode := range []string{"nft", "legacy"} {
+		t.Run(mode, func(t *testing.T) {
+			ns := newNetns(t)
+			b, err := NewBackend(mode)
+			if err != nil {
+				t.Skip(err)
+			}
+			b.Netns = ns
+			test(t, b)
+		})
+	}
+}
+
+// ipt runs one iptables (family 4) or ip6tables (6) command in the backend's namespace.
+func ipt(t *testing.T, b Backend, f Family, args ...string) string {
+	t.Helper()
+	name := "iptables"
+	if f == IPv6 {
+		name = "ip6tables"
+	}
+	out, err := b.command(context.Background(), name, append([]string{"-w"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// saveText is iptables-save without its timestamp comments.
+func saveText(t *testing.T, b Backend, f Family) string {
+	t.Helper()
+	out, err := b.save(context.Background(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(l, "#") {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+func realisticNetworks() []Network {
+	cases := goldenCases()
+	return []Network{
+		cases["ports"][0],
+		cases["ipv6"][0],
+		{ID: "c3d4e5f6a7b8c9d0", Bridge: "on-c3d4e5f6a7b8", Subnets: []netip.Prefix{pfx("10.99.0.0/24")}, ICC: false, Internal: true},
+	}
+}
+
+func wantNoDrift(t *testing.T, fw *Firewall, networks []Network) {
+	t.Helper()
+	drift, err := fw.Check(context.Background(), networks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(drift) > 0 {
+		t.Fatalf("unexpected drift:\n%s", strings.Join(drift, "\n"))
+	}
+}
+
+func wantDrift(t *testing.T, fw *Firewall, networks []Network, contains string) {
+	t.Helper()
+	drift, err := fw.Check(context.Background(), networks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(drift, "\n"), contains) {
+		t.Fatalf("drift %q does not mention %q", drift, contains)
+	}
+}
+
+func TestNetnsApply(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b Backend) {
+		ctx := context.Background()
+		fw := New(b, testLog(t))
+		networks := realisticNetworks()
+
+		// First Apply: the rules are there exactly as rendered (Check compares
+		// the render with what iptables-save prints back).
+		if err := fw.Apply(ctx, networks); err != nil {
+			t.Fatal(err)
+		}
+		wantNoDrift(t, fw, networks)
+		v4, v6 := saveText(t, b, IPv4), saveText(t, b, IPv6)
+		for _, want := range []string{
+			`-A FORWARD -j OURNET-FORWARD`,
+			`-A OURNET-PREROUTING -d 192.0.2.10/32 -p tcp -m tcp --dport 8443 -m comment --comment "ournet 1a2b3c4d5e6f" -j DNAT --to-destination 172.30.0.2:443`,
+			`-A OURNET-FORWARD -d 172.30.0.4/32 -o on-1a2b3c4d5e6f -p sctp -m sctp --dport 9999 -m conntrack --ctstate DNAT -m comment --comment "ournet 1a2b3c4d5e6f" -j ACCEPT`,
+			`-A OURNET-FORWARD -i on-c3d4e5f6a7b8 -m comment --comment "ournet c3d4e5f6a7b8" -j DROP`,
+		} {
+			if !strings.Contains(v4, want) {
+				t.Errorf("iptables-save lacks %s\n%s", want, v4)
+			}
+		}
+		if want := `-j DNAT --to-destination [fd00:dead:beef::2]:80`; !strings.Contains(v6, want) {
+			t.Errorf("ip6tables-save lacks %s\n%s", want, v6)
+		}
+
+		// Second Apply changes nothing.
+		if err := fw.Apply(ctx, networks); err != nil {
+			t.Fatal(err)
+		}
+		if again := saveText(t, b, IPv4); again != v4 {
+			t.Errorf("second Apply changed ipv4 rules:\n%s\n---\n%s", v4, again)
+		}
+		if again := saveText(t, b, IPv6); again != v6 {
+			t.Errorf("second Apply changed ipv6 rules:\n%s\n---\n%s", v6, again)
+		}
+
+		// A removed network leaves no rule behind: declaring a chain in
+		// iptables-restore --noflush flushes it, on both backends.
+		smaller := networks[1:]
+		if err := fw.Apply(ctx, smaller); err != nil {
+			t.Fatal(err)
+		}
+		wantNoDrift(t, fw, smaller)
+		if v4 := saveText(t, b, IPv4); strings.Contains(v4, "on-1a2b3c4d5e6f") {
+			t.Errorf("rules of the removed network are left:\n%s", v4)
+		}
+		networks = smaller
+
+		// dockerd inserting its ACCEPT at the top of FORWARD is drift; Apply
+		// moves our jump back before it, and keeps it after DOCKER-USER.
+		ipt(t, b, IPv4, "-N", "DOCKER-USER")
+		ipt(t, b, IPv4, "-I", "FORWARD", "-i", "docker0", "!", "-o", "docker0", "-j", "ACCEPT")
+		ipt(t, b, IPv4, "-I", "FORWARD", "-j", "DOCKER-USER")
+		wantDrift(t, fw, networks, "comes after")
+		if err := fw.Apply(ctx, networks); err != nil {
+			t.Fatal(err)
+		}
+		wantNoDrift(t, fw, networks)
+		forward := ipt(t, b, IPv4, "-S", "FORWARD")
+		if want := "-A FORWARD -j DOCKER-USER\n-A FORWARD -j OURNET-FORWARD\n-A FORWARD -i docker0 ! -o docker0 -j ACCEPT\n"; !strings.HasSuffix(forward, want) {
+			t.Errorf("FORWARD after repair:\n%s\nwant it to end with\n%s", forward, want)
+		}
+
+		// Someone flushed our chain, deleted a jump, duplicated another.
+		ipt(t, b, IPv4, "-F", ChainForward)
+		ipt(t, b, IPv4, "-t", "nat", "-D", "POSTROUTING", "-j", ChainPostrouting)
+		ipt(t, b, IPv6, "-A", "FORWARD", "-j", ChainForward)
+		wantDrift(t, fw, networks, "ipv4 filter: missing rule -A OURNET-FORWARD")
+		wantDrift(t, fw, networks, "ipv4 nat: jump \"-A POSTROUTING -j OURNET-POSTROUTING\" missing")
+		wantDrift(t, fw, networks, "ipv6 filter: 2 jumps to OURNET-FORWARD")
+		if err := fw.Apply(ctx, networks); err != nil {
+			t.Fatal(err)
+		}
+		wantNoDrift(t, fw, networks)
+
+		// Remove leaves nothing of ournet in either family.
+		if err := fw.Remove(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []Family{IPv4, IPv6} {
+			if text := saveText(t, b, f); strings.Contains(text, "OURNET") {
+				t.Errorf("%s: Remove left:\n%s", f, text)
+			}
+		}
+		if err := fw.Remove(ctx); err != nil {
+			t.Errorf("second Remove: %v", err)
+		}
+	})
+}
+
+func TestNetnsIPv6ChainsEmptiedWhenLastIPv6NetworkGoes(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b Backend) {
+		ctx := context.Background()
+		fw := New(b, testLog(t))
+		if err := fw.Apply(ctx, goldenCases()["ipv6"]); err != nil {
+			t.Fatal(err)
+		}
+		v4only := goldenCases()["default"]
+		if err := fw.Apply(ctx, v4only); err != nil {
+			t.Fatal(err)
+		}
+		wantNoDrift(t, fw, v4only)
+		if v6 := saveText(t, b, IPv6); strings.Contains(v6, "fd00:dead:beef") {
+			t.Errorf("IPv6 rules left:\n%s", v6)
+		}
+	})
+}
+
+func TestNetnsDump(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b Backend) {
+		fw := New(b, testLog(t))
+		if err := fw.Apply(context.Background(), goldenCases()["one-port"]); err != nil {
+			t.Fatal(err)
+		}
+		dump, err := fw.Dump(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"*nat\n:OURNET-OUTPUT\n:OURNET-POSTROUTING\n:OURNET-PREROUTING\n", "-A OUTPUT -m addrtype --dst-type LOCAL -j OURNET-OUTPUT", "--to-destination 172.30.0.2:80"} {
+			if !strings.Contains(dump, want) {
+				t.Errorf("dump lacks %q:\n%s", want, dump)
+			}
+		}
+		if strings.Contains(dump, ":INPUT") {
+			t.Errorf("dump shows chains that are not ournet's:\n%s", dump)
+		}
+	})
+}
+
+func TestNetnsRestoreErrorNamesTableAndLine(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b Backend) {
+		input := "*filter\n:OURNET-FORWARD - [0:0]\nCOMMIT\n*nat\n:OURNET-PREROUTING - [0:0]\n-A OURNET-PREROUTING -j NO-SUCH-CHAIN\nCOMMIT\n"
+		err := b.restore(context.Background(), IPv4, input)
+		if err == nil {
+			t.Fatal("restore accepted a jump to a missing chain")
+		}
+		for _, want := range []string{"ipv4 iptables-restore", "table nat", "NO-SUCH-CHAIN"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not mention %q", err, want)
+			}
+		}
+	})
+}
+
+func TestNetnsDetectBackend(t *testing.T) {
+	ctx := context.Background()
+	ns := newNetns(t)
+	legacy, err := NewBackend("legacy")
+	if err != nil {
+		t.Skip(err)
+	}
+	legacy.Netns = ns
+	got, err := DetectBackendNetns(ctx, "auto", ns)
+	if err != nil || got.Mode != "nft" {
+		t.Errorf("empty namespace: %v, %v; want nft", got, err)
+	}
+	ipt(t, legacy, IPv4, "-N", "DOCKER-USER")
+	if got, err := DetectBackendNetns(ctx, "auto", ns); err != nil || got.Mode != "legacy" {
+		t.Errorf("dockerd chains in legacy: %v, %v; want legacy", got, err)
+	}
+	if got, err := DetectBackendNetns(ctx, "nft", ns); err != nil || got.Mode != "nft" || got.Netns != ns {
+		t.Errorf("setting nft: %v, %v", got, err)
+	}
+	nft, _ := NewBackend("nft")
+	nft.Netns = ns
+	ipt(t, nft, IPv4, "-t", "nat", "-N", "DOCKER")
+	if got, err := DetectBackendNetns(ctx, "auto", ns); err != nil || got.Mode != "nft" {
+		t.Errorf("dockerd chains in both: %v, %v; want nft", got, err)
+	}
+	if _, err := DetectBackendNetns(ctx, "iptables", ns); err == nil {
+		t.Error("setting iptables accepted")
+	}
+}
+
+// A host without usable ip6tables still gets its IPv4 rules, with a warning.
+func TestNetnsIPv6Unusable(t *testing.T) {
+	ns := newNetns(t)
+	real, err := NewBackend("nft")
+	if err != nil {
+		t.Skip(err)
+	}
+	wrapper := filepath.Join(t.TempDir(), "xtables-nft-multi")
+	script := "#!/bin/sh\ncase \"$1\" in ip6tables*) echo 'ip6tables: kernel has no IPv6' >&2; exit 1;; esac\nexec " + real.Multi + " \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := Backend{Mode: "nft", Multi: wrapper, Netns: ns}
+	var logged bytes.Buffer
+	fw := New(b, slog.New(slog.NewTextHandler(&logged, nil)))
+	networks := goldenCases()["ipv6"]
+	if err := fw.Apply(context.Background(), networks); err != nil {
+		t.Fatal(err)
+	}
+	wantNoDrift(t, fw, networks)
+	if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), "no IPv6") {
+		t.Errorf("no warning about ip6tables in log:\n%s", logged.String())
+	}
+	if v4 := saveText(t, real.withNetns(ns), IPv4); !strings.Contains(v4, "172.31.0.2:80") {
+		t.Errorf("IPv4 rules missing:\n%s", v4)
+	}
+}
+
+func (b Backend) withNetns(ns string) Backend { b.Netns = ns; return b }

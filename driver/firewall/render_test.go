@@ -1,0 +1,234 @@
+package firewall
+
+import (
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/golden/*.rules")
+
+const (
+	idA = "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b"
+	idB = "b2a1c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+)
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+func addr(s string) netip.Addr  { return netip.MustParseAddr(s) }
+
+func defaultNetwork() Network {
+	return Network{ID: idA, Bridge: "on-1a2b3c4d5e6f", Subnets: []netip.Prefix{pfx("172.30.0.0/24")}, ICC: true, Masquerade: true}
+}
+
+func with(n Network, change func(*Network)) Network { change(&n); return n }
+
+// goldenCases are the combinations of options whose exact rules are pinned.
+func goldenCases() map[string][]Network {
+	web := PublishedPort{Proto: "tcp", HostPort: 8080, ContainerIP: addr("172.30.0.2"), ContainerPort: 80}
+	return map[string][]Network{
+		"default":        {defaultNetwork()},
+		"icc-off":        {with(defaultNetwork(), func(n *Network) { n.ICC = false })},
+		"masquerade-off": {with(defaultNetwork(), func(n *Network) { n.Masquerade = false })},
+		"internal":       {with(defaultNetwork(), func(n *Network) { n.Internal = true; n.Ports = []PublishedPort{web} })},
+		"one-port":       {with(defaultNetwork(), func(n *Network) { n.Ports = []PublishedPort{web} })},
+		"ports": {with(defaultNetwork(), func(n *Network) {
+			n.Ports = []PublishedPort{
+				{Proto: "udp", HostPort: 5353, ContainerIP: addr("172.30.0.3"), ContainerPort: 53},
+				{Proto: "tcp", HostIP: addr("192.0.2.10"), HostPort: 8443, ContainerIP: addr("172.30.0.2"), ContainerPort: 443},
+				web,
+				{Proto: "sctp", HostPort: 9999, ContainerIP: addr("172.30.0.4"), ContainerPort: 9999},
+				{Proto: "tcp", HostIP: addr("2001:db8::10"), HostPort: 8081, ContainerIP: addr("172.30.0.2"), ContainerPort: 81},
+			}
+		})},
+		"two-networks": {
+			with(defaultNetwork(), func(n *Network) { n.Ports = []PublishedPort{web} }),
+			{ID: idB, Bridge: "on-b2a1c3d4e5f6", Subnets: []netip.Prefix{pfx("172.31.0.0/16")}, ICC: false, Masquerade: true},
+		},
+		"ipv6": {{
+			ID: idB, Bridge: "on-b2a1c3d4e5f6", ICC: true, Masquerade: true,
+			Subnets: []netip.Prefix{pfx("172.31.0.0/16"), pfx("fd00:dead:beef::/64")},
+			Ports: []PublishedPort{
+				{Proto: "tcp", HostPort: 8080, ContainerIP: addr("172.31.0.2"), ContainerPort: 80},
+				{Proto: "tcp", HostPort: 8080, ContainerIP: addr("fd00:dead:beef::2"), ContainerPort: 80},
+				{Proto: "udp", HostIP: addr("2001:db8::10"), HostPort: 5353, ContainerIP: addr("fd00:dead:beef::3"), ContainerPort: 53},
+			},
+		}},
+	}
+}
+
+func renderCase(networks []Network) string {
+	text := Render(IPv4, networks).Text()
+	if usesFamily(networks, IPv6) {
+		text += Render(IPv6, networks).Text()
+	}
+	return text
+}
+
+func TestRenderGolden(t *testing.T) {
+	for name, networks := range goldenCases() {
+		t.Run(name, func(t *testing.T) {
+			if err := Validate(networks); err != nil {
+				t.Fatal(err)
+			}
+			got := renderCase(networks)
+			path := filepath.Join("testdata", "golden", name+".rules")
+			if *update {
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("render differs from %s (go test -update rewrites it):\n--- got\n%s--- want\n%s", path, got, want)
+			}
+		})
+	}
+}
+
+func TestRenderIsOrderIndependent(t *testing.T) {
+	networks := goldenCases()["two-networks"]
+	networks[0].Ports = append(networks[0].Ports, PublishedPort{Proto: "udp", HostPort: 1, ContainerIP: addr("172.30.0.9"), ContainerPort: 1})
+	reversed := slices.Clone(networks)
+	slices.Reverse(reversed)
+	reversed[1].Ports = slices.Clone(reversed[1].Ports)
+	slices.Reverse(reversed[1].Ports)
+	if a, b := renderCase(networks), renderCase(reversed); a != b {
+		t.Errorf("render depends on input order:\n%s\nvs\n%s", a, b)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for name, n := range map[string]Network{
+		"long bridge":    with(defaultNetwork(), func(n *Network) { n.Bridge = "on-1234567890abc" }),
+		"bridge w space": with(defaultNetwork(), func(n *Network) { n.Bridge = "on 1" }),
+		"bad proto": with(defaultNetwork(), func(n *Network) {
+			n.Ports = []PublishedPort{{Proto: "icmp", HostPort: 1, ContainerIP: addr("172.30.0.2"), ContainerPort: 1}}
+		}),
+		"host port 0": with(defaultNetwork(), func(n *Network) {
+			n.Ports = []PublishedPort{{Proto: "tcp", ContainerIP: addr("172.30.0.2"), ContainerPort: 1}}
+		}),
+		"no container": with(defaultNetwork(), func(n *Network) { n.Ports = []PublishedPort{{Proto: "tcp", HostPort: 1, ContainerPort: 1}} }),
+	} {
+		if err := Validate([]Network{n}); err == nil {
+			t.Errorf("%s: Validate accepted it", name)
+		}
+	}
+}
+
+// packet is what the FORWARD evaluation below looks at.
+type packet struct {
+	in, out string
+	dst     netip.Addr
+	proto   string
+	dport   string
+	ctstate string // NEW, ESTABLISHED or DNAT (a NEW connection that went through our DNAT)
+}
+
+// verdict walks OURNET-FORWARD like the kernel would, for the matches Render
+// uses; "RETURN" means the chain fell through to the rest of FORWARD.
+func verdict(t *testing.T, rules []Rule, p packet) string {
+	t.Helper()
+	for _, r := range rules {
+		if matches(t, r, p) {
+			return r.Target()
+		}
+	}
+	return "RETURN"
+}
+
+func matches(t *testing.T, r Rule, p packet) bool {
+	ifMatch := func(pattern, name string) bool {
+		if prefix, ok := strings.CutSuffix(pattern, "+"); ok {
+			return strings.HasPrefix(name, prefix)
+		}
+		return pattern == name
+	}
+	negate := false
+	for i := 0; i < len(r); i++ {
+		arg, val := r[i], ""
+		if i+1 < len(r) {
+			val = r[i+1]
+		}
+		ok := true
+		switch arg {
+		case "!":
+			negate = true
+			continue
+		case "-i":
+			ok = ifMatch(val, p.in)
+		case "-o":
+			ok = ifMatch(val, p.out)
+		case "-d":
+			ok = pfx(val).Contains(p.dst)
+		case "-p":
+			ok = val == p.proto
+		case "--dport":
+			ok = val == p.dport
+		case "--ctstate":
+			ok = false
+			for _, s := range strings.Split(val, ",") {
+				ok = ok || s == p.ctstate || (s == "ESTABLISHED" && p.ctstate == "ESTABLISHED")
+			}
+		case "-m", "--comment":
+			i++
+			continue
+		case "-j":
+			return true
+		default:
+			t.Fatalf("evaluator does not know %q in %v", arg, r)
+		}
+		i++
+		if ok == negate {
+			return false
+		}
+		negate = false
+	}
+	return true
+}
+
+// TestForwardIsolation checks the reasoning behind OURNET-FORWARD, notably
+// that no rule is needed between two ournet bridges: the second network's
+// inbound section drops the packet first.
+func TestForwardIsolation(t *testing.T) {
+	networks := goldenCases()["two-networks"]
+	networks = append(networks, Network{ID: "c3", Bridge: "on-internal", Subnets: []netip.Prefix{pfx("172.29.0.0/24")}, ICC: true, Internal: true})
+	a, b, internal := "on-1a2b3c4d5e6f", "on-b2a1c3d4e5f6", "on-internal"
+	rules := Render(IPv4, networks).Tables[0].Chains[0].Rules
+	web := addr("172.30.0.2")
+	for _, tc := range []struct {
+		name string
+		p    packet
+		want string
+	}{
+		{"a to a (icc on)", packet{in: a, out: a, ctstate: "NEW"}, "ACCEPT"},
+		{"b to b (icc off)", packet{in: b, out: b, ctstate: "NEW"}, "DROP"},
+		{"a to b", packet{in: a, out: b, ctstate: "NEW"}, "DROP"},
+		{"b to a", packet{in: b, out: a, ctstate: "NEW"}, "DROP"},
+		{"b to a's published port via DNAT", packet{in: b, out: a, dst: web, proto: "tcp", dport: "80", ctstate: "DNAT"}, "ACCEPT"},
+		{"b to a's other port via DNAT", packet{in: b, out: a, dst: web, proto: "tcp", dport: "81", ctstate: "DNAT"}, "DROP"},
+		{"outside to a's published port via DNAT", packet{in: "eth0", out: a, dst: web, proto: "tcp", dport: "80", ctstate: "DNAT"}, "ACCEPT"},
+		{"outside to a's container directly", packet{in: "eth0", out: a, dst: web, proto: "tcp", dport: "80", ctstate: "NEW"}, "DROP"},
+		{"reply into a", packet{in: "eth0", out: a, ctstate: "ESTABLISHED"}, "ACCEPT"},
+		{"a to outside", packet{in: a, out: "eth0", ctstate: "NEW"}, "ACCEPT"},
+		{"a to docker0", packet{in: a, out: "docker0", ctstate: "NEW"}, "DROP"},
+		{"a to docker_gwbridge", packet{in: a, out: "docker_gwbridge", ctstate: "NEW"}, "DROP"},
+		{"a to br-1234", packet{in: a, out: "br-1234", ctstate: "NEW"}, "DROP"},
+		{"a to internal", packet{in: a, out: internal, ctstate: "NEW"}, "DROP"},
+		{"internal to a", packet{in: internal, out: a, ctstate: "NEW"}, "DROP"},
+		{"internal within", packet{in: internal, out: internal, ctstate: "NEW"}, "ACCEPT"},
+		{"internal to outside", packet{in: internal, out: "eth0", ctstate: "NEW"}, "DROP"},
+		{"reply into internal", packet{in: "eth0", out: internal, ctstate: "ESTABLISHED"}, "DROP"},
+		{"docker0 to eth0 is not ours", packet{in: "docker0", out: "eth0", ctstate: "NEW"}, "RETURN"},
+	} {
+		if got := verdict(t, rules, tc.p); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}

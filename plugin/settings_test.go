@@ -1,0 +1,79 @@
+package main
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestLoadSettingsDefaults(t *testing.T) {
+	s, err := loadSettings(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := settings{
+		LogLevel:        slog.LevelInfo,
+		StateDir:        "/var/lib/ournet",
+		DefaultPools:    "172.17.0.0/12:16,192.168.0.0/16:20",
+		IPTablesBackend: "auto",
+		HealInterval:    5 * time.Second,
+		Socket:          "/run/docker/plugins/ournet.sock",
+	}
+	if s != want {
+		t.Errorf("defaults\n got %+v\nwant %+v", s, want)
+	}
+}
+
+func TestLoadSettings(t *testing.T) {
+	s, err := loadSettings(env(map[string]string{
+		"LOG_LEVEL": "debug", "STATE_DIR": "/state", "DEFAULT_POOLS": "10.0.0.0/8:24",
+		"IPTABLES_BACKEND": "Legacy", "HEAL_INTERVAL": "0", "SOCKET": "/tmp/x.sock",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := settings{LogLevel: slog.LevelDebug, StateDir: "/state", DefaultPools: "10.0.0.0/8:24",
+		IPTablesBackend: "legacy", HealInterval: 0, Socket: "/tmp/x.sock"}
+	if s != want {
+		t.Errorf("got %+v\nwant %+v", s, want)
+	}
+	for _, level := range []string{"WARN", "error", "info"} {
+		if _, err := loadSettings(env(map[string]string{"LOG_LEVEL": level})); err != nil {
+			t.Errorf("LOG_LEVEL=%s: %v", level, err)
+		}
+	}
+	if s, err := loadSettings(env(map[string]string{"HEAL_INTERVAL": "1m30s"})); err != nil || s.HealInterval != 90*time.Second {
+		t.Errorf("HEAL_INTERVAL=1m30s: %v, %v", s.HealInterval, err)
+	}
+}
+
+func TestLoadSettingsErrors(t *testing.T) {
+	tests := []struct {
+		name, value string
+		want        []string
+	}{
+		{"LOG_LEVEL", "verbose", []string{`LOG_LEVEL="verbose"`, "debug, info, warn or error"}},
+		{"STATE_DIR", "var/lib/ournet", []string{`STATE_DIR="var/lib/ournet"`, "absolute"}},
+		{"IPTABLES_BACKEND", "iptables", []string{`IPTABLES_BACKEND="iptables"`, "auto, nft or legacy"}},
+		{"HEAL_INTERVAL", "5", []string{`HEAL_INTERVAL="5"`, "duration"}},
+		{"HEAL_INTERVAL", "-1s", []string{`HEAL_INTERVAL="-1s"`, "0 to turn"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
+			_, err := loadSettings(env(map[string]string{tt.name: tt.value}))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %s", err, w)
+				}
+			}
+		})
+	}
+}
