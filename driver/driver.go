@@ -252,8 +252,16 @@ func (d *Driver) logErr(what string, err error, attrs ...any) {
 func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, ok := d.st.Networks[req.NetworkID]; !ok {
+	cfg, ok := d.st.Networks[req.NetworkID]
+	if !ok {
 		return nil, fmt.Errorf("network %s is unknown to ournet: it was created while ournet's state was lost; remove and re-create the network", shortID(req.NetworkID))
+	}
+	// The engine never asks an internal network to publish (no gateway, so
+	// no ProgramExternalConnectivity): refuse here instead of dropping -p.
+	if cfg.Internal {
+		if requests, err := ports.Decode(req.Options[ports.PortMapKey]); err == nil && len(requests) > 0 {
+			return nil, internalPortsError(cfg)
+		}
 	}
 	ep := &Endpoint{ID: req.EndpointID, NetworkID: req.NetworkID}
 	var iface network.EndpointInterface
@@ -417,7 +425,7 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 	}
 	requests = d.bindable(cfg, ep, requests)
 	if len(requests) > 0 && cfg.Internal {
-		return fmt.Errorf("network %s is internal (--internal): it cannot publish ports; remove -p or use a network that is not internal", shortID(cfg.ID))
+		return internalPortsError(cfg)
 	}
 	var others []firewall.PublishedPort
 	for id, other := range d.st.Endpoints {
@@ -474,6 +482,10 @@ func (d *Driver) bindable(cfg *NetworkConfig, ep *Endpoint, reqs []ports.Request
 		out = append(out, r)
 	}
 	return out
+}
+
+func internalPortsError(cfg *NetworkConfig) error {
+	return fmt.Errorf("network %s is internal (--internal): it cannot publish ports; remove -p or use a network that is not internal", shortID(cfg.ID))
 }
 
 // RevokeExternalConnectivity unpublishes the endpoint's ports.

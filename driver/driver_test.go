@@ -385,6 +385,13 @@ func TestJoinInternalHasNoGateway(t *testing.T) {
 	if got := h.publishedIn(netA); len(got) != 0 {
 		t.Errorf("internal network publishes %+v", got)
 	}
+	// The engine sends no ProgramExternalConnectivity to an internal
+	// network: -p must be refused when the endpoint is created.
+	_, err = h.d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: netA, EndpointID: epB,
+		Interface: &network.EndpointInterface{Address: "172.30.1.6/24"}, Options: portMap(t, port8080)})
+	if err == nil || !strings.Contains(err.Error(), "internal") {
+		t.Errorf("CreateEndpoint with -p on an internal network: err = %v", err)
+	}
 }
 
 func TestJoinVethFailure(t *testing.T) {

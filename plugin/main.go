@@ -168,8 +168,16 @@ func healLoop(ctx context.Context, d *driver.Driver, every time.Duration, log *s
 	}
 }
 
+// hostSysctlDir is where config.json mounts the host's /proc/sys/net: a
+// managed plugin's own /proc/sys is read-only.
+const hostSysctlDir = "/host/proc/sys"
+
 func writeSysctl(key, value string) error {
-	return os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644)
+	dir := "/proc/sys"
+	if _, err := os.Stat(filepath.Join(hostSysctlDir, "net")); err == nil {
+		dir = hostSysctlDir
+	}
+	return os.WriteFile(filepath.Join(dir, key), []byte(value), 0o644)
 }
 
 // ephemeralRange reads the kernel's range for -p PORT and -P.

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ournet/ournet/ipam"
 )
 
 func env(m map[string]string) func(string) string {
@@ -19,7 +21,7 @@ func TestLoadSettingsDefaults(t *testing.T) {
 	want := settings{
 		LogLevel:        slog.LevelInfo,
 		StateDir:        "/var/lib/ournet",
-		DefaultPools:    "172.17.0.0/12:16,192.168.0.0/16:20",
+		DefaultPools:    "172.16.0.0/12:16,192.168.0.0/16:20",
 		IPTablesBackend: "auto",
 		HealInterval:    5 * time.Second,
 		Socket:          "/run/docker/plugins/ournet.sock",
@@ -75,5 +77,17 @@ func TestLoadSettingsErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The default must be something the IPAM driver accepts, or the plugin
+// would exit at every start.
+func TestDefaultPoolsParse(t *testing.T) {
+	s, err := loadSettings(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ipam.ParseDefaultPools(s.DefaultPools); err != nil {
+		t.Fatalf("default DEFAULT_POOLS %q is refused: %v", s.DefaultPools, err)
 	}
 }

@@ -1,0 +1,51 @@
+# One target per thing a person wants to do. Engines: ENGINE=debian (Docker 20.10) or ENGINE=moby29
+# (Docker 29); `make test` runs the end-to-end suite on both unless ENGINE is set.
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+
+GO ?= go
+PLUGIN_NAME ?= ournet/driver:latest
+PLUGIN_DIR ?= build/plugin
+FUZZTIME ?= 10s
+ENGINES := $(or $(ENGINE),debian moby29)
+
+.PHONY: build plugin install uninstall logs unit integration e2e test bench fuzz clean
+
+build:
+	$(GO) build ./...
+
+plugin:
+	scripts/build-rootfs.sh $(PLUGIN_DIR)
+
+# Starts a test engine only when none answers; never restarts an engine that runs.
+install: plugin
+	PLUGIN_NAME=$(PLUGIN_NAME) scripts/plugin.sh install $(PLUGIN_DIR)
+
+uninstall:
+	PLUGIN_NAME=$(PLUGIN_NAME) scripts/plugin.sh uninstall
+
+logs:
+	PLUGIN_NAME=$(PLUGIN_NAME) scripts/plugin.sh logs
+
+# Netns tests need root and change namespaces: they run in `integration`.
+unit:
+	$(GO) test -race -skip 'Netns' ./...
+
+integration:
+	$(GO) test -race -count=1 -run 'Netns' ./...
+
+e2e:
+	ENGINE=$(or $(ENGINE),debian) scripts/e2e.sh
+
+# engine.sh stops the running engine before starting the next one.
+test: unit integration
+	set -e; for engine in $(ENGINES); do ENGINE=$$engine scripts/e2e.sh; done
+
+bench:
+	scripts/bench.sh
+
+fuzz:
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
+clean:
+	rm -rf build

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# End-to-end suite on one engine: starts the engine (ENGINE=debian|moby29), builds and installs the
+# plugin, builds the test image, then runs test/e2e (build tag e2e) against the default socket.
+# The tests read OURNET_ENGINE and restart the engine with `scripts/engine.sh restart`.
+# The engine keeps running afterwards for inspection, unless E2E_STOP_ENGINE=1.
+set -euo pipefail
+
+export PATH="/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:${PATH:-}"
+cd "$(dirname "$0")/.."
+
+engine=${ENGINE:-debian}
+export OURNET_ENGINE=$engine
+
+if [[ ! -d test/e2e ]] || ! compgen -G 'test/e2e/*_test.go' >/dev/null; then
+	echo "e2e.sh: no e2e tests found in test/e2e" >&2
+	exit 1
+fi
+
+echo "e2e.sh: === engine $engine"
+ENGINE=$engine scripts/engine.sh start
+scripts/build-rootfs.sh build/plugin
+scripts/plugin.sh install build/plugin
+scripts/test-image.sh
+
+status=0
+go test -count=1 -v -timeout 40m -tags e2e ./test/e2e/... || status=$?
+
+if [[ ${E2E_STOP_ENGINE:-0} == 1 ]]; then
+	ENGINE=$engine scripts/engine.sh stop
+fi
+if ((status != 0)); then
+	echo "e2e.sh: FAILED on $engine; plugin log: make logs, engine log: scripts/engine.sh logs" >&2
+fi
+exit "$status"

@@ -1,0 +1,418 @@
+#!/usr/bin/env bash
+# Test engine helper: runs one Docker engine at a time on the default socket.
+#
+#   scripts/engine.sh start|stop|restart|status|logs [-f]
+#
+#   ENGINE=debian   Debian 12's docker.io (Docker 20.10), installed with apt when missing (default)
+#   ENGINE=moby29   Docker 29 (moby v2.0.0-beta.24) built from the Go module proxy, cached in
+#                   /var/cache/ournet/moby29, run with Debian's containerd and runc
+#   LIVE_RESTORE=1  start dockerd with --live-restore (restart keeps the flags of the last start)
+#
+# Each engine has its own data root, exec root, pid file, config file and log, and supervises its own
+# containerd (under its exec root), so switching engines never mixes their state. Both listen on
+# unix:///var/run/docker.sock so plain `docker` works.
+#
+# Docker CLI: moby v2.0.0-beta.24 serves API 1.56 and accepts clients down to API 1.40, so Debian's
+# docker client (20.10, API 1.41) and newer ones (28.x negotiates 1.50) all work against both engines
+# without DOCKER_API_VERSION. Checked with `docker version` and `docker run` on both engines.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+export PATH="/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:${PATH:-}"
+unset DOCKER_HOST DOCKER_CONTEXT
+
+readonly SOCKET=/var/run/docker.sock
+readonly STATE_DIR=/run/ournet-engine        # which engine runs, and its flags
+readonly CONF_ROOT=/var/lib/ournet-engine    # per-engine daemon.json and runtime wrapper
+readonly MOBY29_VERSION=v2.0.0-beta.24
+readonly MOBY29_CACHE=/var/cache/ournet/moby29
+readonly START_TIMEOUT=${START_TIMEOUT:-60}
+readonly STOP_TIMEOUT=${STOP_TIMEOUT:-30}
+
+log() { echo "engine.sh: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "must run as root (dockerd needs it)"
+
+engine_names=(debian moby29)
+
+data_root() { echo "/var/lib/docker-$1"; }
+# Exec roots stay short: plugin sockets live at <exec-root>/plugins/<64-hex id>/ournet.sock (max 107 chars).
+exec_root() { echo "/run/docker-$1"; }
+pid_file() { echo "/run/docker-$1.pid"; }
+log_file() { echo "/var/log/ournet-engine-$1.log"; }
+config_file() { echo "$CONF_ROOT/$1/daemon.json"; }
+args_file() { echo "$STATE_DIR/$1.args"; }
+
+check_engine_name() {
+	case "$1" in
+	debian | moby29) ;;
+	*) die "unknown ENGINE=$1 (use debian or moby29)" ;;
+	esac
+}
+
+pid_of() {
+	local pf
+	pf=$(pid_file "$1")
+	[[ -s $pf ]] || return 1
+	local pid
+	pid=$(<"$pf")
+	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+	# A stale pid file may name an unrelated process: insist on dockerd.
+	[[ $(cat "/proc/$pid/comm" 2>/dev/null) == dockerd ]] || return 1
+	echo "$pid"
+}
+
+running_engine() {
+	local e
+	for e in "${engine_names[@]}"; do
+		if pid_of "$e" >/dev/null; then
+			echo "$e"
+			return 0
+		fi
+	done
+	return 1
+}
+
+socket_answers() {
+	curl -fsS --max-time 3 --unix-socket "$SOCKET" http://localhost/_ping >/dev/null 2>&1
+}
+
+apt_install() {
+	log "installing with apt: $*"
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_host_packages() {
+	local missing=()
+	command -v dockerd >/dev/null || missing+=(docker.io)
+	[[ -x /usr/bin/containerd ]] || missing+=(containerd)
+	command -v runc >/dev/null || missing+=(runc)
+	command -v iptables >/dev/null || missing+=(iptables)
+	[[ -x /bin/busybox ]] || missing+=(busybox-static)
+	command -v brctl >/dev/null || missing+=(bridge-utils)
+	command -v curl >/dev/null || missing+=(curl)
+	command -v ip >/dev/null || missing+=(iproute2)
+	command -v jq >/dev/null || missing+=(jq)
+	if ((${#missing[@]})); then
+		apt_install "${missing[@]}"
+		# On a systemd host the package starts its own dockerd on our socket: the test engines replace it.
+		if [[ " ${missing[*]} " == *" docker.io "* ]] && command -v systemctl >/dev/null &&
+			systemctl is-active --quiet docker.service docker.socket 2>/dev/null; then
+			log "stopping and disabling the docker.service apt just started"
+			systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true
+		fi
+	fi
+}
+
+# Builds dockerd and docker-proxy of MOBY29_VERSION once; the stamp file names the version built.
+ensure_moby29() {
+	local bin=$MOBY29_CACHE/bin stamp=$MOBY29_CACHE/VERSION
+	# go install leaves the version "library-import"; name the module version in `docker version`.
+	local ldflags="-X github.com/moby/moby/v2/dockerversion.Version=$MOBY29_VERSION"
+	ldflags+=" -X github.com/moby/moby/v2/dockerversion.GitCommit=$MOBY29_VERSION"
+	if [[ -x $bin/dockerd && -x $bin/docker-proxy && -f $stamp && $(<"$stamp") == "$MOBY29_VERSION" ]]; then
+		return 0
+	fi
+	command -v go >/dev/null || die "go not found (expected /usr/local/go/bin/go); needed to build Docker 29"
+	mkdir -p "$bin"
+	rm -f "$stamp"
+	log "building Docker 29 (moby $MOBY29_VERSION) into $bin, takes a few minutes"
+	local start=$SECONDS
+	(cd /tmp && GOBIN=$bin GOFLAGS=-buildvcs=false go install -ldflags="$ldflags" \
+		"github.com/moby/moby/v2/cmd/dockerd@$MOBY29_VERSION" \
+		"github.com/moby/moby/v2/cmd/docker-proxy@$MOBY29_VERSION")
+	echo "$MOBY29_VERSION" >"$stamp"
+	log "built Docker 29 in $((SECONDS - start))s"
+}
+
+# Debian's runc 1.1.5 has no time namespace and Docker 29 requests one for managed plugins even with
+# features.time-namespaces=false. This wrapper, the moby29 default runtime, drops it from the bundle's
+# config.json and execs runc with the same arguments. Test-engine glue only.
+write_runc_wrapper() {
+	local wrapper=$1 runc jq
+	runc=$(command -v runc) || die "runc not found"
+	jq=$(command -v jq) || die "jq not found"
+	cat >"$wrapper.tmp" <<EOF
+#!/bin/sh
+# Generated by scripts/engine.sh: removes the time namespace runc $runc cannot create, then runs it.
+set -e
+cmd= bundle=
+expect=
+for arg in "\$@"; do
+	if [ -n "\$expect" ]; then
+		[ "\$expect" = bundle ] && bundle=\$arg
+		expect=
+		continue
+	fi
+	if [ -z "\$cmd" ]; then
+		case "\$arg" in
+		--root | --log | --log-format | --criu | --rootless) expect=skip ;;
+		-*) ;;
+		*) cmd=\$arg ;;
+		esac
+		continue
+	fi
+	case "\$arg" in
+	--bundle | -b) expect=bundle ;;
+	--bundle=*) bundle=\${arg#--bundle=} ;;
+	esac
+done
+case "\$cmd" in
+create | run)
+	config=\${bundle:-.}/config.json
+	if [ -f "\$config" ] && grep -q '"time"' "\$config"; then
+		$jq -c 'if .linux.namespaces then .linux.namespaces |= map(select(.type != "time")) else . end' \\
+			"\$config" >"\$config.ournet-tmp"
+		mv "\$config.ournet-tmp" "\$config"
+	fi
+	;;
+esac
+exec $runc "\$@"
+EOF
+	chmod 755 "$wrapper.tmp"
+	mv "$wrapper.tmp" "$wrapper"
+}
+
+write_config() {
+	local engine=$1 conf
+	conf=$(config_file "$engine")
+	mkdir -p "$(dirname "$conf")"
+	case "$engine" in
+	debian)
+		# Own (empty) config file: a host /etc/docker/daemon.json must not change the test engine.
+		echo '{}' >"$conf"
+		;;
+	moby29)
+		local wrapper=$CONF_ROOT/moby29/ournet-runc
+		write_runc_wrapper "$wrapper"
+		jq -n --arg wrapper "$wrapper" '{
+			features: {"time-namespaces": false},
+			runtimes: {"ournet-runc": {path: $wrapper}},
+			"default-runtime": "ournet-runc"
+		}' >"$conf"
+		;;
+	esac
+}
+
+dockerd_binary() {
+	case "$1" in
+	debian) echo /usr/sbin/dockerd ;;
+	moby29) echo "$MOBY29_CACHE/bin/dockerd" ;;
+	esac
+}
+
+# The flags a start uses; restart re-reads them from args_file.
+engine_args() {
+	local engine=$1
+	local args=(
+		--host "unix://$SOCKET"
+		--data-root "$(data_root "$engine")"
+		--exec-root "$(exec_root "$engine")"
+		--pidfile "$(pid_file "$engine")"
+		--config-file "$(config_file "$engine")"
+	)
+	if [[ ${LIVE_RESTORE:-0} == 1 ]]; then
+		args+=(--live-restore)
+	fi
+	printf '%s\n' "${args[@]}"
+}
+
+launch() {
+	local engine=$1
+	shift
+	local dockerd logf
+	dockerd=$(dockerd_binary "$engine")
+	logf=$(log_file "$engine")
+	mkdir -p "$(data_root "$engine")" "$(exec_root "$engine")" "$STATE_DIR"
+	printf '%s\n' "$@" >"$(args_file "$engine")"
+	echo "$engine" >"$STATE_DIR/current"
+	local env_args=()
+	if [[ $engine == moby29 ]]; then
+		env_args=(PATH="$MOBY29_CACHE/bin:$PATH")
+	fi
+	log "starting $engine: $dockerd $*"
+	echo "=== $(date -Is) engine.sh start: $dockerd $*" >>"$logf"
+	env "${env_args[@]}" setsid nohup "$dockerd" "$@" </dev/null >>"$logf" 2>&1 &
+	local launched=$!
+
+	local deadline=$((SECONDS + START_TIMEOUT))
+	until socket_answers; do
+		if ! kill -0 "$launched" 2>/dev/null; then
+			log "dockerd ($engine) exited during start; last log lines:"
+			tail -n 40 "$logf" >&2
+			exit 1
+		fi
+		if ((SECONDS > deadline)); then
+			log "dockerd ($engine) did not answer within ${START_TIMEOUT}s; last log lines:"
+			tail -n 40 "$logf" >&2
+			exit 1
+		fi
+		sleep 0.5
+	done
+	if ! docker info >/dev/null 2>&1; then
+		log "dockerd ($engine) answers /_ping but \`docker info\` fails:"
+		docker info >&2 || true
+		exit 1
+	fi
+	log "$engine is up (pid $(pid_of "$engine" || echo "$launched")), log: $logf"
+}
+
+# Stops dockerd only (containers survive with --live-restore).
+stop_dockerd() {
+	local engine=$1 pid
+	pid=$(pid_of "$engine") || return 0
+	log "stopping $engine (pid $pid)"
+	kill -TERM "$pid"
+	local deadline=$((SECONDS + STOP_TIMEOUT))
+	while kill -0 "$pid" 2>/dev/null; do
+		if ((SECONDS > deadline)); then
+			log "dockerd $pid still running after ${STOP_TIMEOUT}s, killing it"
+			kill -KILL "$pid" 2>/dev/null || true
+			sleep 1
+			break
+		fi
+		sleep 0.3
+	done
+	echo "=== $(date -Is) engine.sh stopped pid $pid" >>"$(log_file "$engine")"
+}
+
+# After a --live-restore stop, the engine's supervised containerd and its shims keep running: end them
+# so that the next engine starts from a clean host. Only processes of this engine's exec root.
+stop_leftovers() {
+	local engine=$1 root cpid
+	root=$(exec_root "$engine")
+	local address="$root/containerd/containerd.sock"
+	local proc pid cmdline child
+	for proc in /proc/[0-9]*; do
+		pid=${proc#/proc/}
+		cmdline=$( { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null) || continue
+		[[ $cmdline == *containerd-shim-runc-v2\ * && $cmdline == *"-address $address "* ]] || continue
+		# The shim's children are the container's (or plugin's) processes.
+		# shellcheck disable=SC2013 # one pid per line
+		for child in $(awk -v ppid="$pid" '$4 == ppid { print $1 }' /proc/[0-9]*/stat 2>/dev/null); do
+			kill -KILL "$child" 2>/dev/null || true
+		done
+		log "ending leftover shim $pid of $engine and its container"
+		kill -KILL "$pid" 2>/dev/null || true
+	done
+	if [[ -s $root/containerd/containerd.pid ]]; then
+		cpid=$(<"$root/containerd/containerd.pid")
+		if [[ $cpid =~ ^[0-9]+$ ]] && [[ $(cat "/proc/$cpid/comm" 2>/dev/null) == containerd ]]; then
+			log "ending leftover containerd $cpid of $engine"
+			kill -TERM "$cpid" 2>/dev/null || true
+			local deadline=$((SECONDS + 15))
+			while kill -0 "$cpid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.3; done
+			kill -KILL "$cpid" 2>/dev/null || true
+		fi
+	fi
+}
+
+cmd_stop() {
+	local engines=("${engine_names[@]}")
+	[[ -n ${ENGINE:-} ]] && engines=("$ENGINE")
+	local e
+	for e in "${engines[@]}"; do
+		check_engine_name "$e"
+		stop_dockerd "$e"
+		stop_leftovers "$e"
+	done
+	rm -f "$STATE_DIR/current"
+}
+
+cmd_start() {
+	local engine=${ENGINE:-debian}
+	check_engine_name "$engine"
+	ensure_host_packages
+	if [[ $engine == moby29 ]]; then ensure_moby29; fi
+
+	local other
+	for other in "${engine_names[@]}"; do
+		if [[ $other != "$engine" ]] && pid_of "$other" >/dev/null; then
+			log "$other is running; stopping it first (one engine at a time)"
+			stop_dockerd "$other"
+			stop_leftovers "$other"
+		fi
+	done
+
+	write_config "$engine"
+	local wanted=()
+	mapfile -t wanted < <(engine_args "$engine")
+	if pid_of "$engine" >/dev/null; then
+		if [[ -f $(args_file "$engine") && "$(printf '%s\n' "${wanted[@]}")" == "$(<"$(args_file "$engine")")" ]] &&
+			socket_answers; then
+			log "$engine already running with the same flags"
+			return 0
+		fi
+		log "$engine running with other flags; restarting it"
+		stop_dockerd "$engine"
+	elif socket_answers; then
+		die "another Docker engine (not started by engine.sh) answers on $SOCKET; stop it first"
+	fi
+	launch "$engine" "${wanted[@]}"
+}
+
+cmd_restart() {
+	local engine=${ENGINE:-}
+	if [[ -z $engine ]]; then
+		engine=$(running_engine) || engine=$(cat "$STATE_DIR/current" 2>/dev/null) || engine=debian
+	fi
+	check_engine_name "$engine"
+	local args=()
+	if [[ -n ${LIVE_RESTORE:-} || ! -f $(args_file "$engine") ]]; then
+		mapfile -t args < <(engine_args "$engine")
+	else
+		mapfile -t args <"$(args_file "$engine")"
+	fi
+	stop_dockerd "$engine"
+	write_config "$engine"
+	launch "$engine" "${args[@]}"
+}
+
+cmd_status() {
+	local engine
+	if engine=$(running_engine); then
+		echo "engine: $engine (pid $(pid_of "$engine"))"
+		echo "flags: $(tr '\n' ' ' <"$(args_file "$engine")" 2>/dev/null)"
+		echo "log: $(log_file "$engine")"
+		if socket_answers; then
+			docker version --format 'server: {{.Server.Version}} (API {{.Server.APIVersion}}), client: {{.Client.Version}}' || true
+		else
+			echo "socket: $SOCKET does not answer"
+			return 3
+		fi
+	elif socket_answers; then
+		echo "engine: not started by engine.sh, but $SOCKET answers"
+	else
+		echo "engine: none running"
+		return 3
+	fi
+}
+
+cmd_logs() {
+	local engine=${ENGINE:-}
+	if [[ -z $engine ]]; then
+		engine=$(running_engine) || engine=$(cat "$STATE_DIR/current" 2>/dev/null) || engine=debian
+	fi
+	check_engine_name "$engine"
+	local logf
+	logf=$(log_file "$engine")
+	[[ -f $logf ]] || die "no log for $engine yet ($logf)"
+	if [[ ${1:-} == -f ]]; then
+		exec tail -n 100 -F "$logf"
+	fi
+	cat "$logf"
+}
+
+case "${1:-}" in
+start) cmd_start ;;
+stop) cmd_stop ;;
+restart) cmd_restart ;;
+status) cmd_status ;;
+logs) shift; cmd_logs "$@" ;;
+*)
+	echo "usage: [ENGINE=debian|moby29] [LIVE_RESTORE=1] $0 start|stop|restart|status|logs [-f]" >&2
+	exit 2
+	;;
+esac

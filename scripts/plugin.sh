@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Installs the plugin directory built by scripts/build-rootfs.sh on the local engine as
+# ournet/driver:latest, reachable as `-d ournet` / `--ipam-driver ournet`.
+#
+#   scripts/plugin.sh install [DIR]   (re)create and enable the plugin from DIR (default build/plugin)
+#   scripts/plugin.sh uninstall       disable and remove it
+#   scripts/plugin.sh logs            the plugin's lines from the engine log
+#
+# Docker (20.10 and 29 alike) registers a managed plugin's drivers under its full name with the tag:
+# `-d ournet:latest` works, `-d ournet` does not ("could not resolve driver ournet in registry").
+# So the managed plugin is named ournet/driver:latest (which "ournet" does not resolve to) and its
+# socket is also published as a legacy plugin named ournet (PLUGIN_ALIAS, empty to skip):
+# /etc/docker/plugins/ournet.spec names /var/lib/ournet-alias/ournet.sock, a link to the managed
+# plugin's socket renewed by every install. Both live on disk, so the alias survives a reboot (the
+# plugin keeps its ID).
+set -euo pipefail
+
+export PATH="/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:${PATH:-}"
+
+readonly NAME=${PLUGIN_NAME:-ournet/driver:latest}
+readonly ALIAS=${PLUGIN_ALIAS-ournet}
+readonly ALIAS_DIR=/var/lib/ournet-alias
+repo=$(cd "$(dirname "$0")/.." && pwd)
+
+die() { echo "plugin.sh: error: $*" >&2; exit 1; }
+
+engine_answers() { docker info >/dev/null 2>&1; }
+
+plugin_exists() { docker plugin inspect "$NAME" >/dev/null 2>&1; }
+
+remove_plugin() {
+	if plugin_exists; then
+		docker plugin disable -f "$NAME" >/dev/null 2>&1 || true
+		docker plugin rm -f "$NAME" >/dev/null
+	fi
+}
+
+cmd_install() {
+	local dir=${1:-$repo/build/plugin}
+	[[ -f $dir/config.json && -d $dir/rootfs ]] || die "$dir has no config.json and rootfs/; run \`make plugin\` first"
+	# Start a test engine only when none answers: never restart an engine a user runs.
+	if ! engine_answers; then
+		"$repo/scripts/engine.sh" start
+	fi
+	# A missing bind-mount source makes `docker plugin enable` fail.
+	mkdir -p /var/lib/ournet
+	[[ -e /run/xtables.lock ]] || touch /run/xtables.lock
+	remove_plugin
+	docker plugin create "$NAME" "$dir" >/dev/null
+	if ! docker plugin enable "$NAME" >/dev/null; then
+		echo "plugin.sh: enabling $NAME failed; the plugin's last log lines:" >&2
+		cmd_logs | tail -n 20 >&2 || true
+		exit 1
+	fi
+	local id
+	id=$(docker plugin inspect -f '{{.Id}}' "$NAME")
+	echo "plugin.sh: $NAME enabled (${id:0:12})"
+	if [[ -n $ALIAS ]]; then
+		publish_alias "$id"
+	fi
+}
+
+publish_alias() {
+	local id=$1
+	[[ $ALIAS =~ ^[a-z0-9][a-z0-9_.-]*$ ]] || die "PLUGIN_ALIAS=$ALIAS: use a bare name such as ournet"
+	[[ $NAME != "$ALIAS:latest" && $NAME != "$ALIAS" ]] ||
+		die "PLUGIN_ALIAS=$ALIAS needs a PLUGIN_NAME that $ALIAS does not resolve to, e.g. $ALIAS/driver:latest"
+	# A managed plugin named ALIAS:latest would shadow the alias (Docker resolves ALIAS to it first).
+	if docker plugin inspect "$ALIAS:latest" >/dev/null 2>&1; then
+		echo "plugin.sh: removing $ALIAS:latest, which would shadow the alias" >&2
+		docker plugin disable -f "$ALIAS:latest" >/dev/null 2>&1 || true
+		docker plugin rm -f "$ALIAS:latest" >/dev/null
+	fi
+	mkdir -p "$ALIAS_DIR" /etc/docker/plugins
+	ln -sfn "/run/docker/plugins/$id/ournet.sock" "$ALIAS_DIR/$ALIAS.sock"
+	echo "unix://$ALIAS_DIR/$ALIAS.sock" >"/etc/docker/plugins/$ALIAS.spec"
+	echo "plugin.sh: also reachable as -d $ALIAS / --ipam-driver $ALIAS (legacy plugin alias)"
+}
+
+cmd_uninstall() {
+	engine_answers || die "no Docker engine answers"
+	remove_plugin
+	if [[ -n $ALIAS ]]; then
+		rm -f "/etc/docker/plugins/$ALIAS.spec" "$ALIAS_DIR/$ALIAS.sock"
+	fi
+	echo "plugin.sh: $NAME removed"
+}
+
+# dockerd logs a managed plugin's stdout and stderr with plugin=<full id>.
+cmd_logs() {
+	local id
+	if id=$(docker plugin inspect -f '{{.Id}}' "$NAME" 2>/dev/null); then
+		"$repo/scripts/engine.sh" logs | grep -F "plugin=$id" || true
+	else
+		"$repo/scripts/engine.sh" logs | grep -F "plugin=" || true
+	fi
+}
+
+case "${1:-}" in
+install) shift; cmd_install "$@" ;;
+uninstall) cmd_uninstall ;;
+logs) cmd_logs ;;
+*)
+	echo "usage: $0 install [DIR] | uninstall | logs" >&2
+	exit 2
+	;;
+esac

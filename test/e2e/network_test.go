@@ -1,0 +1,229 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Connectivity inside a network, name and alias resolution, one interface
+// with the default route via the bridge, with both IPAM drivers.
+func TestNetworkConnectivity(t *testing.T) {
+	for _, ipamDriver := range []string{"default", pluginName} {
+		t.Run("ipam="+ipamDriver, func(t *testing.T) {
+			n := network(t, "-d", pluginName, "--ipam-driver", ipamDriver)
+			gateway := docker(t, "network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", n)
+			var members []string
+			for i := 0; i < 3; i++ {
+				members = append(members, container(t, []string{"--net", n, "--net-alias", "tg-net"}))
+			}
+			a, b := members[0], members[1]
+			mustExec(t, a, "ping -c1 -W2 "+b)
+			mustExec(t, b, "ping -c1 -W2 tg-net")
+
+			// Embedded DNS answers the alias with every member.
+			out := mustExec(t, a, "nslookup tg-net 127.0.0.11")
+			var want []string
+			for _, m := range members {
+				ip := containerIP(t, m, n)
+				want = append(want, ip)
+				if !strings.Contains(out, ip) {
+					t.Errorf("nslookup tg-net lacks member %s (%s):\n%s", m, ip, out)
+				}
+			}
+
+			links := mustExec(t, a, "ip -o link show")
+			if strings.Count(links, ": eth") != 1 || !strings.Contains(links, "eth0") {
+				t.Fatalf("container should have only eth0 (no docker_gwbridge):\n%s", links)
+			}
+			if route := mustExec(t, a, "ip route show default"); !strings.Contains(route, "via "+gateway+" dev eth0") {
+				t.Fatalf("default route %q is not via the gateway %s on eth0", route, gateway)
+			}
+
+			// brctl show: the bridge with one veth per container.
+			bridge := bridgeOf(t, n)
+			ports := bridgePorts(t, bridge)
+			if len(ports) != 3 {
+				t.Fatalf("brctl show %s lists %d ports %v, want one veth per container (3)", bridge, len(ports), ports)
+			}
+			sort.Strings(want)
+		})
+	}
+}
+
+func bridgePorts(t testing.TB, bridge string) []string {
+	t.Helper()
+	out := must(t, "brctl", "show", bridge)
+	var ports []string
+	for i, line := range strings.Split(out, "\n") {
+		if i == 0 {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) > 0 && strings.HasPrefix(f[len(f)-1], "onv") {
+			ports = append(ports, f[len(f)-1])
+		}
+	}
+	return ports
+}
+
+// Outbound traffic is masqueraded: the upstream sees the host's address.
+func TestMasqueradeToUpstream(t *testing.T) {
+	up := newHostNS(t, 1)
+	sources := up.listenTCP(t, 9000)
+	n := network(t, "-d", pluginName)
+	c := container(t, []string{"--net", n})
+	out := mustExec(t, c, fmt.Sprintf("nc -w3 %s 9000 </dev/null", up.NSIP))
+	if !strings.Contains(out, "upstream") {
+		t.Fatalf("container did not reach the upstream host: %q", out)
+	}
+	select {
+	case src := <-sources:
+		if src != up.HostIP {
+			t.Fatalf("upstream saw source %s, want the host's address %s (MASQUERADE)", src, up.HostIP)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("upstream saw no connection")
+	}
+
+	if !masquerades(t, bridgeOf(t, n)) {
+		t.Fatal("no MASQUERADE rule for the network's bridge")
+	}
+
+	// With masquerading off the upstream sees the container's own address.
+	plain := network(t, "-d", pluginName, "-o", "ournet.enable_ip_masquerade=false")
+	if masquerades(t, bridgeOf(t, plain)) {
+		t.Fatal("masquerade rule present although enable_ip_masquerade=false")
+	}
+	pc := container(t, []string{"--net", plain})
+	mustExec(t, pc, fmt.Sprintf("nc -w3 %s 9000 </dev/null", up.NSIP))
+	select {
+	case src := <-sources:
+		if src != containerIP(t, pc, plain) {
+			t.Fatalf("without masquerade the upstream saw %s, want the container's %s", src, containerIP(t, pc, plain))
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("upstream saw no connection from the unmasqueraded container")
+	}
+}
+
+func TestIsolationBetweenNetworks(t *testing.T) {
+	na := network(t, "-d", pluginName)
+	nb := network(t, "-d", pluginName)
+	nd := network(t, "-d", "bridge")
+	a := container(t, []string{"--net", na})
+	b := web(t, "--net", nb)
+	d := web(t, "--net", nd)
+	for _, target := range []struct{ ctr, net string }{{b, nb}, {d, nd}} {
+		ip := containerIP(t, target.ctr, target.net)
+		if out, err := httpGetFrom(a, ip, 80); err == nil && strings.Contains(out, target.ctr) {
+			t.Fatalf("container on %s reached %s on %s (%s): networks must be isolated", na, target.ctr, target.net, ip)
+		}
+	}
+	// And from Docker's bridge into ournet.
+	dc := container(t, []string{"--net", nd})
+	if out, err := httpGetFrom(dc, containerIP(t, b, nb), 80); err == nil && strings.Contains(out, b) {
+		t.Fatalf("container on Docker's bridge reached ournet container %s", b)
+	}
+}
+
+func TestInternalNetwork(t *testing.T) {
+	up := newHostNS(t, 2)
+	up.listenTCP(t, 9000)
+	n := network(t, "-d", pluginName, "--internal")
+	a := container(t, []string{"--net", n})
+	b := web(t, "--net", n)
+	if out, err := httpGetFrom(a, containerIP(t, b, n), 80); err != nil || !strings.Contains(out, b) {
+		t.Fatalf("containers of an internal network must reach each other: %v %q", err, out)
+	}
+	if out, err := execIn(a, fmt.Sprintf("nc -w3 %s 9000 </dev/null", up.NSIP)); err == nil && strings.Contains(out, "upstream") {
+		t.Fatal("internal network reached the upstream host")
+	}
+	if masquerades(t, bridgeOf(t, n)) {
+		t.Fatal("internal network has a MASQUERADE rule")
+	}
+}
+
+func TestICCDisabled(t *testing.T) {
+	n := network(t, "-d", pluginName, "-o", "ournet.enable_icc=false")
+	a := container(t, []string{"--net", n})
+	b := web(t, "--net", n)
+	if out, err := httpGetFrom(a, containerIP(t, b, n), 80); err == nil && strings.Contains(out, b) {
+		t.Fatal("icc=false: containers of the network reached each other")
+	}
+	// Docker's alias works too, and enables it again.
+	m := network(t, "-d", pluginName, "-o", "com.docker.network.bridge.enable_icc=true")
+	c := container(t, []string{"--net", m})
+	w := web(t, "--net", m)
+	if out, err := httpGetFrom(c, containerIP(t, w, m), 80); err != nil || !strings.Contains(out, w) {
+		t.Fatalf("icc=true via Docker's option name: %v %q", err, out)
+	}
+}
+
+func TestConnectDisconnect(t *testing.T) {
+	na := network(t, "-d", pluginName)
+	nb := network(t, "-d", pluginName)
+	c := container(t, []string{"--net", na})
+	peer := web(t, "--net", nb)
+	docker(t, "network", "connect", nb, c)
+	if out := mustExec(t, c, "ip -o link show"); !strings.Contains(out, "eth1") {
+		t.Fatalf("after connect the container lacks eth1:\n%s", out)
+	}
+	if out, err := httpGetFrom(c, containerIP(t, peer, nb), 80); err != nil || !strings.Contains(out, peer) {
+		t.Fatalf("connected container cannot reach %s on the second network: %v %q", peer, err, out)
+	}
+	docker(t, "network", "disconnect", nb, c)
+	if out := mustExec(t, c, "ip -o link show"); strings.Contains(out, "eth1") {
+		t.Fatalf("after disconnect eth1 is still there:\n%s", out)
+	}
+	if got := bridgePorts(t, bridgeOf(t, nb)); len(got) != 1 {
+		t.Fatalf("after disconnect bridge of %s has ports %v, want only the peer's", nb, got)
+	}
+}
+
+// After docker network rm nothing of the network remains on the host.
+func TestNetworkRemovalLeavesNothing(t *testing.T) {
+	n := uniq("net")
+	docker(t, "network", "create", "-d", pluginName, "--subnet", "172.210.0.0/24", n)
+	bridge := bridgeOf(t, n)
+	id := networkID(t, n)[:12]
+	c := container(t, []string{"--net", n, "-p", "18080:80"})
+	docker(t, "rm", "-f", c)
+	docker(t, "network", "rm", n)
+	if linkNames(t)[bridge] {
+		t.Fatalf("bridge %s remains", bridge)
+	}
+	for name := range linkNames(t) {
+		if strings.HasPrefix(name, "onv") || strings.HasPrefix(name, "onc") {
+			t.Errorf("veth %s remains", name)
+		}
+	}
+	for _, table := range []string{"filter", "nat"} {
+		dump := iptablesSave(t, table)
+		for _, needle := range []string{bridge, id, "172.210.0.", "18080"} {
+			if strings.Contains(dump, needle) {
+				t.Errorf("%s table still mentions %s after network rm:\n%s", table, needle, dump)
+			}
+		}
+	}
+}
+
+func TestBridgeOptions(t *testing.T) {
+	name := "oe2e-br" + uniq("x")[len(uniq("x"))-6:]
+	n := network(t, "-d", pluginName, "-o", "ournet.bridge.name="+name, "-o", "com.docker.network.driver.mtu=1400")
+	c := container(t, []string{"--net", n})
+	if out := must(t, "ip", "-o", "link", "show", name); !strings.Contains(out, "mtu 1400") {
+		t.Fatalf("bridge %s lacks mtu 1400:\n%s", name, out)
+	}
+	if out := mustExec(t, c, "ip -o link show eth0"); !strings.Contains(out, "mtu 1400") {
+		t.Fatalf("container eth0 lacks mtu 1400:\n%s", out)
+	}
+	out := dockerFails(t, "network", "create", "-d", pluginName, "-o", "ournet.bridge.name="+name, uniq("net"))
+	if !strings.Contains(out, name) || !strings.Contains(out, "already") {
+		t.Fatalf("reusing bridge name %s: error does not say it is in use:\n%s", name, out)
+	}
+}

@@ -1,0 +1,260 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// pair is two running containers, one publishing a port, used to prove that
+// connectivity survives whatever happens to the plugin or the engine.
+type pair struct {
+	net, web, client string
+	port             int
+}
+
+func newPair(t *testing.T, subnet string, port int) *pair {
+	t.Helper()
+	p := &pair{port: port}
+	p.net = network(t, "-d", pluginName, "--ipam-driver", pluginName, "--subnet", subnet)
+	p.web = web(t, "--net", p.net, "-p", fmt.Sprintf("%d:80", port))
+	p.client = container(t, []string{"--net", p.net})
+	p.check(t, "before")
+	return p
+}
+
+func (p *pair) check(t *testing.T, when string) {
+	t.Helper()
+	eventually(t, 20*time.Second, when+": ping between the containers", func() error {
+		out, err := execIn(p.client, "ping -c1 -W2 "+containerIP(t, p.web, p.net))
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	eventually(t, 20*time.Second, when+": published port", func() error {
+		return wantBody(hostHTTPGet("127.0.0.1", p.port))(p.web)
+	})
+}
+
+// freshAddress starts a third container and checks its address is unique.
+func (p *pair) freshAddress(t *testing.T, when string) {
+	t.Helper()
+	c := container(t, []string{"--net", p.net})
+	ip := containerIP(t, c, p.net)
+	for _, other := range []string{p.web, p.client} {
+		if containerIP(t, other, p.net) == ip {
+			t.Fatalf("%s: new container got %s, already used by %s", when, ip, other)
+		}
+	}
+	docker(t, "rm", "-f", c)
+}
+
+func TestSurvivesPluginRestart(t *testing.T) {
+	p := newPair(t, "172.220.0.0/24", 18010)
+	docker(t, "plugin", "disable", "-f", managedName)
+	docker(t, "plugin", "enable", managedName)
+	p.check(t, "after disable/enable")
+	p.freshAddress(t, "after disable/enable")
+}
+
+func TestSurvivesPluginCrash(t *testing.T) {
+	p := newPair(t, "172.221.0.0/24", 18011)
+	before := pluginPID(t)
+	must(t, "kill", "-KILL", before)
+	eventually(t, 30*time.Second, "engine restarts the killed plugin", func() error {
+		out, _ := cmd("pgrep", "-f", "^/usr/bin/ournet")
+		if out == "" || out == before {
+			return fmt.Errorf("plugin process not restarted (pid %q)", out)
+		}
+		return nil
+	})
+	p.check(t, "after SIGKILL")
+	p.freshAddress(t, "after SIGKILL")
+	docker(t, "rm", "-f", p.web)
+	if strings.Contains(iptablesSave(t, "nat"), fmt.Sprintf("--dport %d ", p.port)) {
+		t.Fatal("after a crash, removing the container left its DNAT rule")
+	}
+}
+
+func pluginPID(t testing.TB) string {
+	t.Helper()
+	out := must(t, "pgrep", "-f", "^/usr/bin/ournet")
+	if f := strings.Fields(out); len(f) == 1 {
+		return f[0]
+	}
+	t.Fatalf("want one plugin process, found %q", out)
+	return ""
+}
+
+func TestSurvivesEngineRestartWithLiveRestore(t *testing.T) {
+	restartEngine(t, true)
+	t.Cleanup(func() { restartEngine(t, false) })
+	p := newPair(t, "172.222.0.0/24", 18012)
+	restartEngine(t, true)
+	if state := docker(t, "inspect", "-f", "{{.State.Running}}", p.web); state != "true" {
+		t.Fatalf("with live-restore the container should keep running, state %s", state)
+	}
+	p.check(t, "after dockerd restart")
+	p.freshAddress(t, "after dockerd restart")
+}
+
+func restartEngine(t testing.TB, liveRestore bool) {
+	t.Helper()
+	env := "LIVE_RESTORE=0"
+	if liveRestore {
+		env = "LIVE_RESTORE=1"
+	}
+	out, err := cmd("env", env, "ENGINE="+engineName, repoRoot+"/scripts/engine.sh", "restart")
+	if err != nil {
+		t.Fatalf("restarting the engine: %v\n%s", err, out)
+	}
+	eventually(t, 60*time.Second, "plugin enabled after engine restart", func() error {
+		out, err := cmd("docker", "plugin", "inspect", "-f", "{{.Enabled}}", managedName)
+		if err != nil || out != "true" {
+			return fmt.Errorf("%v %s", err, out)
+		}
+		return nil
+	})
+}
+
+// Someone flushes ournet's chains or deletes a jump: the plugin restores
+// them within a few seconds and the published port works again.
+func TestHealsFlushedRules(t *testing.T) {
+	p := newPair(t, "172.223.0.0/24", 18013)
+	for _, flush := range [][]string{
+		{"-F", "OURNET-FORWARD"},
+		{"-t", "nat", "-F", "OURNET-PREROUTING"},
+		{"-t", "nat", "-F", "OURNET-OUTPUT"},
+		{"-D", "FORWARD", "-j", "OURNET-FORWARD"},
+	} {
+		must(t, "iptables", flush...)
+		eventually(t, 20*time.Second, "rules restored after iptables "+strings.Join(flush, " "), func() error {
+			if !strings.Contains(iptablesSave(t, "nat"), fmt.Sprintf("--dport %d ", p.port)) {
+				return fmt.Errorf("DNAT for %d missing", p.port)
+			}
+			if !strings.Contains(iptablesSave(t, "filter"), "-A FORWARD -j OURNET-FORWARD") {
+				return fmt.Errorf("FORWARD jump missing")
+			}
+			return nil
+		})
+		p.check(t, "after iptables "+strings.Join(flush, " "))
+	}
+}
+
+// Many cycles of create / 4 containers / remove leave the host exactly as before.
+func TestNoLeaksOverCycles(t *testing.T) {
+	baseLinks, baseRules := len(linkNames(t)), ruleCount(t)
+	for i := 0; i < 15; i++ {
+		n := uniq("cyc")
+		docker(t, "network", "create", "-d", pluginName, "--ipam-driver", pluginName, n)
+		var ctrs []string
+		for j := 0; j < 4; j++ {
+			args := []string{"run", "-d", "--name", uniq("cyc"), "--net", n}
+			if j == 0 {
+				args = append(args, "-p", "18020:80")
+			}
+			name := args[3]
+			docker(t, append(args, image, "sleep", "600")...)
+			ctrs = append(ctrs, name)
+		}
+		docker(t, append([]string{"rm", "-f"}, ctrs...)...)
+		docker(t, "network", "rm", n)
+	}
+	if links, rules := len(linkNames(t)), ruleCount(t); links != baseLinks || rules != baseRules {
+		t.Fatalf("after 15 cycles: %d links (before %d), %d iptables rules (before %d)", links, baseLinks, rules, baseRules)
+	}
+}
+
+func ruleCount(t testing.TB) int {
+	n := 0
+	for _, table := range []string{"filter", "nat"} {
+		for _, line := range strings.Split(iptablesSave(t, table), "\n") {
+			if strings.HasPrefix(line, "-A ") {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func TestParallelRuns(t *testing.T) {
+	n := network(t, "-d", pluginName, "--ipam-driver", pluginName, "--subnet", "172.224.0.0/24")
+	const count = 8
+	names := make([]string, count)
+	errs := make([]error, count)
+	var wg sync.WaitGroup
+	for i := range names {
+		names[i] = uniq("par")
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			out, err := cmd("docker", "run", "-d", "--name", names[i], "--net", n, image, "sleep", "600")
+			if err != nil {
+				errs[i] = fmt.Errorf("%v: %s", err, out)
+			}
+		}(i)
+	}
+	wg.Wait()
+	t.Cleanup(func() { cmd("docker", append([]string{"rm", "-f"}, names...)...) })
+	seen := map[string]string{}
+	for i, name := range names {
+		if errs[i] != nil {
+			t.Fatalf("parallel docker run %d failed: %v", i, errs[i])
+		}
+		ip := containerIP(t, name, n)
+		if _, err := netip.ParseAddr(ip); err != nil {
+			t.Fatalf("%s has no address", name)
+		}
+		if other, dup := seen[ip]; dup {
+			t.Fatalf("%s and %s both got %s", other, name, ip)
+		}
+		seen[ip] = name
+		mustExec(t, name, "ping -c1 -W2 172.224.0.1")
+	}
+}
+
+// Every bad input is refused with a message that names it, and leaves the
+// host's links and rules as they were.
+func TestBadInputsRefused(t *testing.T) {
+	taken := network(t, "-d", pluginName, "--subnet", "172.225.0.0/24", "-o", "ournet.bridge.name=oe2e-taken")
+	_ = taken
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"non-numeric mtu", []string{"-o", "ournet.mtu=abc"}, []string{"ournet.mtu", "abc", "68"}},
+		{"mtu out of range", []string{"-o", "com.docker.network.driver.mtu=70000"}, []string{"mtu", "70000", "65535"}},
+		{"bridge name too long", []string{"-o", "ournet.bridge.name=abcdefghijklmnop"}, []string{"ournet.bridge.name", "15"}},
+		{"bridge name bad characters", []string{"-o", "ournet.bridge.name=bad/name"}, []string{"ournet.bridge.name", "bad/name"}},
+		{"bridge name in use", []string{"-o", "ournet.bridge.name=oe2e-taken"}, []string{"oe2e-taken", "already"}},
+		{"unknown option", []string{"-o", "ournet.colour=blue"}, []string{"ournet.colour", "unknown"}},
+		{"bad boolean", []string{"-o", "ournet.enable_icc=maybe"}, []string{"ournet.enable_icc", "maybe", "true or false"}},
+		{"bad host binding", []string{"-o", "ournet.host_binding_ipv4=300.1.1.1"}, []string{"host_binding_ipv4", "300.1.1.1"}},
+		{"gateway outside subnet", []string{"--ipam-driver", pluginName, "--subnet", "172.226.0.0/24", "--gateway", "172.227.0.1"}, []string{"172.227.0.1"}},
+		{"ip-range outside subnet", []string{"--ipam-driver", pluginName, "--subnet", "172.226.0.0/24", "--ip-range", "172.228.0.0/25"}, []string{"172.228.0.0/25"}},
+		{"subnet too small", []string{"--ipam-driver", pluginName, "--subnet", "172.226.0.1/32"}, []string{"172.226.0.1/32", "small"}},
+		{"overlapping subnet", []string{"--ipam-driver", pluginName, "--subnet", "172.225.0.128/25"}, []string{"172.225.0.128/25", "overlap"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			links, rules := len(linkNames(t)), ruleCount(t)
+			args := append(append([]string{"network", "create", "-d", pluginName}, tc.args...), uniq("bad"))
+			out := dockerFails(t, args...)
+			for _, w := range tc.want {
+				if !strings.Contains(strings.ToLower(out), strings.ToLower(w)) {
+					t.Errorf("error does not mention %q:\n%s", w, out)
+				}
+			}
+			if l, r := len(linkNames(t)), ruleCount(t); l != links || r != rules {
+				t.Errorf("refused create changed the host: links %d -> %d, rules %d -> %d", links, l, rules, r)
+			}
+		})
+	}
+}
