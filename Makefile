@@ -9,7 +9,7 @@ PLUGIN_DIR ?= build/plugin
 FUZZTIME ?= 10s
 ENGINES := $(or $(ENGINE),debian moby29)
 
-.PHONY: build plugin install uninstall logs unit integration e2e test bench fuzz clean
+.PHONY: build plugin install uninstall logs ports demo unit integration e2e test bench fuzz clean
 
 build:
 	$(GO) build ./...
@@ -26,6 +26,13 @@ uninstall:
 
 logs:
 	PLUGIN_NAME=$(PLUGIN_NAME) scripts/plugin.sh logs
+
+# Ports ournet publishes (docker port cannot show a remote driver's ports).
+ports:
+	@scripts/ports.sh
+
+demo:
+	scripts/demo.sh
 
 # Netns tests need root and change namespaces: they run in `integration`.
 unit:

@@ -24,6 +24,15 @@ scripts/test-image.sh
 
 status=0
 go test -count=1 -v -timeout 40m -tags e2e ./test/e2e/... || status=$?
+# make demo must keep working too: it is the README's lab, run end to end.
+if ((status == 0)); then
+	echo "e2e.sh: make demo on $engine"
+	DEMO_SKIP_SETUP=1 scripts/demo.sh >/tmp/ournet-demo-$engine.log 2>&1 || {
+		status=$?
+		echo "e2e.sh: make demo failed on $engine:" >&2
+		tail -n 30 /tmp/ournet-demo-$engine.log >&2
+	}
+fi
 
 if [[ ${E2E_STOP_ENGINE:-0} == 1 ]]; then
 	ENGINE=$engine scripts/engine.sh stop

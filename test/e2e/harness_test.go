@@ -111,10 +111,16 @@ func uniq(kind string) string {
 
 // cmd runs a host command with a bound, returning combined output.
 func cmd(name string, args ...string) (string, error) {
+	return cmdIn("", name, args...)
+}
+
+// cmdIn runs a host command in a directory.
+func cmdIn(dir, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var buf bytes.Buffer
 	c := exec.CommandContext(ctx, name, args...)
+	c.Dir = dir
 	c.Stdout, c.Stderr = &buf, &buf
 	err := c.Run()
 	return strings.TrimSpace(buf.String()), err

@@ -55,6 +55,13 @@ func TestNetworkConnectivity(t *testing.T) {
 	}
 }
 
+// forEachIPAM runs a test with Docker's default IPAM and with ournet's.
+func forEachIPAM(t *testing.T, test func(t *testing.T, ipamDriver string)) {
+	for _, ipamDriver := range []string{"default", pluginName} {
+		t.Run("ipam="+ipamDriver, func(t *testing.T) { test(t, ipamDriver) })
+	}
+}
+
 func bridgePorts(t testing.TB, bridge string) []string {
 	t.Helper()
 	out := must(t, "brctl", "show", bridge)
@@ -72,10 +79,12 @@ func bridgePorts(t testing.TB, bridge string) []string {
 }
 
 // Outbound traffic is masqueraded: the upstream sees the host's address.
-func TestMasqueradeToUpstream(t *testing.T) {
+func TestMasqueradeToUpstream(t *testing.T) { forEachIPAM(t, testMasqueradeToUpstream) }
+
+func testMasqueradeToUpstream(t *testing.T, ipamDriver string) {
 	up := newHostNS(t, 1)
 	sources := up.listenTCP(t, 9000)
-	n := network(t, "-d", pluginName)
+	n := network(t, "-d", pluginName, "--ipam-driver", ipamDriver)
 	c := container(t, []string{"--net", n})
 	out := mustExec(t, c, fmt.Sprintf("nc -w3 %s 9000 </dev/null", up.NSIP))
 	if !strings.Contains(out, "upstream") {
@@ -95,7 +104,7 @@ func TestMasqueradeToUpstream(t *testing.T) {
 	}
 
 	// With masquerading off the upstream sees the container's own address.
-	plain := network(t, "-d", pluginName, "-o", "ournet.enable_ip_masquerade=false")
+	plain := network(t, "-d", pluginName, "--ipam-driver", ipamDriver, "-o", "ournet.enable_ip_masquerade=false")
 	if masquerades(t, bridgeOf(t, plain)) {
 		t.Fatal("masquerade rule present although enable_ip_masquerade=false")
 	}
@@ -111,9 +120,11 @@ func TestMasqueradeToUpstream(t *testing.T) {
 	}
 }
 
-func TestIsolationBetweenNetworks(t *testing.T) {
-	na := network(t, "-d", pluginName)
-	nb := network(t, "-d", pluginName)
+func TestIsolationBetweenNetworks(t *testing.T) { forEachIPAM(t, testIsolationBetweenNetworks) }
+
+func testIsolationBetweenNetworks(t *testing.T, ipamDriver string) {
+	na := network(t, "-d", pluginName, "--ipam-driver", ipamDriver)
+	nb := network(t, "-d", pluginName, "--ipam-driver", ipamDriver)
 	nd := network(t, "-d", "bridge")
 	a := container(t, []string{"--net", na})
 	b := web(t, "--net", nb)
@@ -131,10 +142,12 @@ func TestIsolationBetweenNetworks(t *testing.T) {
 	}
 }
 
-func TestInternalNetwork(t *testing.T) {
+func TestInternalNetwork(t *testing.T) { forEachIPAM(t, testInternalNetwork) }
+
+func testInternalNetwork(t *testing.T, ipamDriver string) {
 	up := newHostNS(t, 2)
 	up.listenTCP(t, 9000)
-	n := network(t, "-d", pluginName, "--internal")
+	n := network(t, "-d", pluginName, "--ipam-driver", ipamDriver, "--internal")
 	a := container(t, []string{"--net", n})
 	b := web(t, "--net", n)
 	if out, err := httpGetFrom(a, containerIP(t, b, n), 80); err != nil || !strings.Contains(out, b) {
@@ -148,15 +161,17 @@ func TestInternalNetwork(t *testing.T) {
 	}
 }
 
-func TestICCDisabled(t *testing.T) {
-	n := network(t, "-d", pluginName, "-o", "ournet.enable_icc=false")
+func TestICCDisabled(t *testing.T) { forEachIPAM(t, testICCDisabled) }
+
+func testICCDisabled(t *testing.T, ipamDriver string) {
+	n := network(t, "-d", pluginName, "--ipam-driver", ipamDriver, "-o", "ournet.enable_icc=false")
 	a := container(t, []string{"--net", n})
 	b := web(t, "--net", n)
 	if out, err := httpGetFrom(a, containerIP(t, b, n), 80); err == nil && strings.Contains(out, b) {
 		t.Fatal("icc=false: containers of the network reached each other")
 	}
 	// Docker's alias works too, and enables it again.
-	m := network(t, "-d", pluginName, "-o", "com.docker.network.bridge.enable_icc=true")
+	m := network(t, "-d", pluginName, "--ipam-driver", ipamDriver, "-o", "com.docker.network.bridge.enable_icc=true")
 	c := container(t, []string{"--net", m})
 	w := web(t, "--net", m)
 	if out, err := httpGetFrom(c, containerIP(t, w, m), 80); err != nil || !strings.Contains(out, w) {
@@ -164,9 +179,11 @@ func TestICCDisabled(t *testing.T) {
 	}
 }
 
-func TestConnectDisconnect(t *testing.T) {
-	na := network(t, "-d", pluginName)
-	nb := network(t, "-d", pluginName)
+func TestConnectDisconnect(t *testing.T) { forEachIPAM(t, testConnectDisconnect) }
+
+func testConnectDisconnect(t *testing.T, ipamDriver string) {
+	na := network(t, "-d", pluginName, "--ipam-driver", ipamDriver)
+	nb := network(t, "-d", pluginName, "--ipam-driver", ipamDriver)
 	c := container(t, []string{"--net", na})
 	peer := web(t, "--net", nb)
 	docker(t, "network", "connect", nb, c)
@@ -186,9 +203,11 @@ func TestConnectDisconnect(t *testing.T) {
 }
 
 // After docker network rm nothing of the network remains on the host.
-func TestNetworkRemovalLeavesNothing(t *testing.T) {
+func TestNetworkRemovalLeavesNothing(t *testing.T) { forEachIPAM(t, testNetworkRemovalLeavesNothing) }
+
+func testNetworkRemovalLeavesNothing(t *testing.T, ipamDriver string) {
 	n := uniq("net")
-	docker(t, "network", "create", "-d", pluginName, "--subnet", "172.210.0.0/24", n)
+	docker(t, "network", "create", "-d", pluginName, "--ipam-driver", ipamDriver, "--subnet", "172.210.0.0/24", n)
 	bridge := bridgeOf(t, n)
 	id := networkID(t, n)[:12]
 	c := container(t, []string{"--net", n, "-p", "18080:80"})
@@ -225,5 +244,40 @@ func TestBridgeOptions(t *testing.T) {
 	out := dockerFails(t, "network", "create", "-d", pluginName, "-o", "ournet.bridge.name="+name, uniq("net"))
 	if !strings.Contains(out, name) || !strings.Contains(out, "already") {
 		t.Fatalf("reusing bridge name %s: error does not say it is in use:\n%s", name, out)
+	}
+}
+
+// Dual-stack: IPv6 addresses from IPAM, the bridge's IPv6 gateway as the
+// default route, and traffic between containers over IPv6.
+func TestIPv6Network(t *testing.T) {
+	for _, ipamDriver := range []string{"default", pluginName} {
+		t.Run("ipam="+ipamDriver, func(t *testing.T) {
+			n := network(t, "-d", pluginName, "--ipam-driver", ipamDriver, "--ipv6",
+				"--subnet", "172.231.0.0/24", "--subnet", "fd00:231::/64")
+			a := container(t, []string{"--net", n})
+			b := container(t, []string{"--net", n})
+			ipB := docker(t, "inspect", "-f", fmt.Sprintf(`{{(index .NetworkSettings.Networks %q).GlobalIPv6Address}}`, n), b)
+			if !strings.HasPrefix(ipB, "fd00:231::") {
+				t.Fatalf("container has IPv6 address %q, want one in fd00:231::/64", ipB)
+			}
+			eventually(t, 10*time.Second, "ping over IPv6", func() error {
+				out, err := execIn(a, "ping -6 -c1 -W2 "+ipB)
+				if err != nil {
+					return fmt.Errorf("%v: %s", err, out)
+				}
+				return nil
+			})
+			gw := docker(t, "network", "inspect", "-f", `{{range .IPAM.Config}}{{.Gateway}} {{end}}`, n)
+			route := mustExec(t, a, "ip -6 route show default")
+			v6gw := ""
+			for _, g := range strings.Fields(gw) {
+				if strings.Contains(g, ":") {
+					v6gw = g
+				}
+			}
+			if v6gw == "" || !strings.Contains(route, "via "+v6gw) {
+				t.Fatalf("IPv6 default route %q is not via the network's IPv6 gateway (%q)", route, gw)
+			}
+		})
 	}
 }

@@ -161,3 +161,21 @@ func ephemeralRange(t testing.TB) (int, int) {
 	hi, _ := strconv.Atoi(f[1])
 	return lo, hi
 }
+
+// -p 20000-20099:20000-20099 maps 100 ports, all in one firewall change.
+func TestPublishHundredPorts(t *testing.T) {
+	n := network(t, "-d", pluginName)
+	name := uniq("hundred")
+	docker(t, "run", "-d", "--name", name, "--net", n, "-p", "21000-21099:21000-21099", image, "probe", "http-serve", ":21050", "-text", name)
+	t.Cleanup(func() { cmd("docker", "rm", "-f", name) })
+	if c := countLines(iptablesSave(t, "nat"), "-A OURNET-PREROUTING ", "-j DNAT"); c < 100 {
+		t.Fatalf("%d DNAT rules, want at least the 100 of -p 21000-21099:21000-21099", c)
+	}
+	eventually(t, 5*time.Second, "port 21050 of the range answers", func() error {
+		return wantBody(hostHTTPGet("127.0.0.1", 21050))(name)
+	})
+	docker(t, "rm", "-f", name)
+	if c := countLines(iptablesSave(t, "nat"), "--dport 210"); c != 0 {
+		t.Fatalf("%d rules of the 100-port container remain after docker rm -f", c)
+	}
+}

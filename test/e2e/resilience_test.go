@@ -102,6 +102,15 @@ func TestSurvivesEngineRestartWithLiveRestore(t *testing.T) {
 	}
 	p.check(t, "after dockerd restart")
 	p.freshAddress(t, "after dockerd restart")
+	// Docker 29 may send only Leave/DeleteEndpoint after a restart (no
+	// Revoke): the port's rules must go all the same.
+	docker(t, "rm", "-f", p.web)
+	eventually(t, 5*time.Second, "port rules removed after rm following a dockerd restart", func() error {
+		if hasLine(iptablesSave(t, "nat"), fmt.Sprintf("--dport %d ", p.port)) {
+			return fmt.Errorf("DNAT for %d still installed", p.port)
+		}
+		return nil
+	})
 }
 
 func restartEngine(t testing.TB, liveRestore bool) {
@@ -257,4 +266,78 @@ func TestBadInputsRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The engine calls in parallel: networks created and removed at the same
+// time all work and leave nothing behind.
+func TestParallelNetworkCreateDelete(t *testing.T) {
+	baseLinks, baseRules := len(linkNames(t)), ruleCount(t)
+	const count = 6
+	names := make([]string, count)
+	for i := range names {
+		names[i] = uniq("pnet")
+	}
+	parallel := func(what string, args func(name string) []string) {
+		t.Helper()
+		var wg sync.WaitGroup
+		errs := make([]error, count)
+		for i, name := range names {
+			wg.Add(1)
+			go func(i int, name string) {
+				defer wg.Done()
+				if out, err := cmd("docker", args(name)...); err != nil {
+					errs[i] = fmt.Errorf("%v: %s", err, out)
+				}
+			}(i, name)
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("parallel %s of %s: %v", what, names[i], err)
+			}
+		}
+	}
+	t.Cleanup(func() {
+		for _, n := range names {
+			cmd("docker", "network", "rm", n)
+		}
+	})
+	parallel("create", func(n string) []string {
+		return []string{"network", "create", "-d", pluginName, "--ipam-driver", pluginName, n}
+	})
+	subnets := map[string]string{}
+	var ids []string
+	for _, n := range names {
+		ids = append(ids, networkID(t, n))
+		s := docker(t, "network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", n)
+		if other, dup := subnets[s]; dup {
+			t.Fatalf("%s and %s both got subnet %s", other, n, s)
+		}
+		subnets[s] = n
+		if !linkNames(t)[bridgeOf(t, n)] {
+			t.Fatalf("bridge of %s missing", n)
+		}
+	}
+	parallel("remove", func(n string) []string { return []string{"network", "rm", n} })
+	if links, rules := len(linkNames(t)), ruleCount(t); links != baseLinks || rules != baseRules {
+		t.Fatalf("after parallel create/remove: %d links (before %d), %d rules (before %d)", links, baseLinks, rules, baseRules)
+	}
+	// The plugin's state agrees: none of the removed networks or pools is left.
+	for _, file := range []string{"networks.json", "ipam.json"} {
+		state := must(t, "cat", "/var/lib/ournet/"+file)
+		for i, id := range ids {
+			if strings.Contains(state, id) || strings.Contains(state, `"`+subnetOf(subnets, names[i])+`"`) {
+				t.Fatalf("%s still holds removed network %s:\n%s", file, names[i], state)
+			}
+		}
+	}
+}
+
+func subnetOf(subnets map[string]string, name string) string {
+	for s, n := range subnets {
+		if n == name {
+			return s
+		}
+	}
+	return ""
 }

@@ -1,0 +1,70 @@
+package driver
+
+import (
+	"testing"
+
+	"github.com/docker/go-plugins-helpers/network"
+)
+
+// Behaviour that differs between Debian's Docker 20.10 and Docker 29, one
+// test per difference, named after what the engine does.
+
+// Docker 29 sends ProgramExternalConnectivity/Revoke only when an endpoint
+// becomes or stops being the gateway, and after a daemon restart may send
+// only Leave and DeleteEndpoint: Leave must unpublish the ports by itself.
+func TestDocker29LeaveWithoutRevokeUnpublishes(t *testing.T) {
+	h := newHarness(t)
+	h.mustCreateNetwork(netA, 1, nil)
+	h.mustCreateEndpoint(netA, epA, "172.30.1.5/24")
+	h.mustJoin(netA, epA)
+	if err := h.program(epA, port8080); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.publishedIn(netA); len(got) != 1 {
+		t.Fatalf("published %+v, want the 8080 binding", got)
+	}
+	if err := h.d.Leave(&network.LeaveRequest{NetworkID: netA, EndpointID: epA}); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.publishedIn(netA); len(got) != 0 {
+		t.Fatalf("after Leave without Revoke still published: %+v", got)
+	}
+}
+
+// Docker 29 adds com.docker.network.enable_ipv4 to CreateNetwork options.
+func TestDocker29EnableIPv4OptionAccepted(t *testing.T) {
+	req := &network.CreateNetworkRequest{
+		NetworkID: "0123456789ab0123456789ab",
+		Options: map[string]interface{}{
+			"com.docker.network.enable_ipv4": true,
+			"com.docker.network.enable_ipv6": false,
+			"com.docker.network.generic":     map[string]interface{}{},
+		},
+		IPv4Data: []*network.IPAMData{{Pool: "172.30.0.0/24", Gateway: "172.30.0.1/24"}},
+	}
+	cfg, err := ParseNetworkOptions(req)
+	if err != nil {
+		t.Fatalf("Docker 29's enable_ipv4 option refused: %v", err)
+	}
+	if len(cfg.IPv4) != 1 || cfg.Bridge != "on-0123456789ab" {
+		t.Fatalf("config %+v", cfg)
+	}
+}
+
+// Docker 29 sends each -p twice, for 0.0.0.0 and for ::. The IPv6 binding is
+// skipped (README: limitation) and must not collide with the IPv4 one.
+func TestDocker29DualFamilyBindings(t *testing.T) {
+	h := newHarness(t)
+	h.mustCreateNetwork(netA, 1, nil)
+	h.mustCreateEndpoint(netA, epA, "172.30.1.5/24")
+	h.mustJoin(netA, epA)
+	both := `[{"Proto":6,"IP":"","Port":80,"HostIP":"0.0.0.0","HostPort":8080,"HostPortEnd":8080},` +
+		`{"Proto":6,"IP":"","Port":80,"HostIP":"::","HostPort":8080,"HostPortEnd":8080}]`
+	if err := h.program(epA, both); err != nil {
+		t.Fatalf("dual-family binding refused: %v", err)
+	}
+	got := h.publishedIn(netA)
+	if len(got) != 1 || got[0].HostPort != 8080 || got[0].HostIP.IsValid() {
+		t.Fatalf("published %+v, want one IPv4 binding on all addresses", got)
+	}
+}
