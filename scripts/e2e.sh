@@ -19,7 +19,13 @@ fi
 echo "e2e.sh: === engine $engine"
 ENGINE=$engine scripts/engine.sh start
 scripts/build-rootfs.sh build/plugin
-scripts/plugin.sh install build/plugin
+# The state directory is shared by both test engines: start from an empty state when this engine
+# has no ournet network, so nothing of the other engine's networks is reconciled here.
+fresh=0
+if [[ -z $(docker network ls -q --filter driver=ournet) && -z $(docker network ls -q --filter driver=ournet/driver:latest) ]]; then
+	fresh=1
+fi
+OURNET_FRESH_STATE=$fresh scripts/plugin.sh install build/plugin
 scripts/test-image.sh
 
 status=0

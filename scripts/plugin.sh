@@ -46,6 +46,11 @@ cmd_install() {
 	mkdir -p /var/lib/ournet
 	[[ -e /run/xtables.lock ]] || touch /run/xtables.lock
 	remove_plugin
+	if [[ ${OURNET_FRESH_STATE:-0} == 1 ]]; then
+		# Test harness only (e2e.sh): the state of another engine's networks must not
+		# be reconciled onto this one.
+		rm -f /var/lib/ournet/networks.json /var/lib/ournet/ipam.json
+	fi
 	docker plugin create "$NAME" "$dir" >/dev/null
 	if ! docker plugin enable "$NAME" >/dev/null; then
 		echo "plugin.sh: enabling $NAME failed; the plugin's last log lines:" >&2

@@ -267,7 +267,22 @@ func linkNames(t testing.TB) map[string]bool {
 // iptablesSave dumps one table as the host's iptables sees it.
 func iptablesSave(t testing.TB, table string) string {
 	t.Helper()
-	return must(t, "iptables-save", "-t", table)
+	return stdout(t, "iptables-save", "-t", table)
+}
+
+// stdout runs a host command and returns only its standard output: iptables
+// writes warnings to stderr, which must not split the lines being checked.
+func stdout(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	c := exec.CommandContext(ctx, name, args...)
+	c.Stdout, c.Stderr = &out, &errOut
+	if err := c.Run(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, errOut.String())
+	}
+	return out.String()
 }
 
 // hostNS is a network namespace the test made, wired to the host by a veth

@@ -19,11 +19,11 @@ func TestPublishedPort(t *testing.T) {
 	w := web(t, "--net", n, "-p", "18001:80")
 	ip := containerIP(t, w, n)
 
-	nat := must(t, "iptables", "-t", "nat", "-S")
+	nat := stdout(t, "iptables", "-t", "nat", "-S")
 	if !hasLine(nat, "-A OURNET-PREROUTING ", "--dport 18001 ", "-j DNAT --to-destination "+ip+":80") {
 		t.Fatalf("iptables -t nat -S has no DNAT for 18001 -> %s:80:\n%s", ip, nat)
 	}
-	if out, _ := cmd("iptables", "-t", "nat", "-L", "-n"); !hasLine(out, "DNAT", "dpt:18001 ", "to:"+ip+":80") {
+	if out := stdout(t, "iptables", "-t", "nat", "-L", "-n"); !hasLine(out, "DNAT", "dpt:18001 ", "to:"+ip+":80") {
 		t.Fatalf("iptables -t nat -L -n does not show the DNAT rule:\n%s", out)
 	}
 	eventually(t, 5*time.Second, "outside client via the host address", func() error {
