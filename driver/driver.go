@@ -74,6 +74,7 @@ type Driver struct {
 	// stateTrusted is false after a corrupt state file: then nothing on the
 	// host is removed as an orphan, since we no longer know what is ours.
 	stateTrusted bool
+	unsaved      bool // a delete could not be saved; Heal saves again
 }
 
 // Config wires a Driver.
@@ -119,7 +120,17 @@ func (d *Driver) save() error {
 		d.log.Error("saving network state failed", "error", err)
 		return err
 	}
+	d.unsaved = false
 	return nil
+}
+
+// saveOrRetry is for calls that must succeed (deletes): a failed save is
+// retried by the heal loop, or the deleted objects would come back after a
+// restart and block their subnets and ports.
+func (d *Driver) saveOrRetry() {
+	if d.save() != nil {
+		d.unsaved = true
+	}
 }
 
 func (d *Driver) applyFirewall(ctx context.Context) error {
@@ -236,7 +247,7 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	delete(d.st.Networks, req.NetworkID)
 	d.logErr("remove firewall rules", d.applyFirewall(context.Background()), "network", shortID(req.NetworkID))
 	d.logErr("remove bridge", d.links.DeleteLink(cfg.Bridge), "bridge", cfg.Bridge)
-	d.logErr("save state", d.save())
+	d.saveOrRetry()
 	d.log.Info("network deleted", "network", shortID(req.NetworkID), "bridge", cfg.Bridge)
 	return nil
 }
@@ -254,10 +265,10 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	defer d.mu.Unlock()
 	cfg, ok := d.st.Networks[req.NetworkID]
 	if !ok {
-		return nil, fmt.Errorf("network %s is unknown to ournet: it was created while ournet's state was lost; remove and re-create the network", shortID(req.NetworkID))
+		return nil, unknownNetwork(req.NetworkID)
 	}
-	// The engine never asks an internal network to publish (no gateway, so
-	// no ProgramExternalConnectivity): refuse here instead of dropping -p.
+	// The engines tested withhold the port map from internal networks; one
+	// that sent it would get a refusal rather than -p silently dropped.
 	if cfg.Internal {
 		if requests, err := ports.Decode(req.Options[ports.PortMapKey]); err == nil && len(requests) > 0 {
 			return nil, internalPortsError(cfg)
@@ -309,14 +320,23 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 	if !ok {
 		return nil
 	}
+	delete(d.st.Endpoints, ep.ID)
+	d.detach(ep)
+	return nil
+}
+
+// detach removes an endpoint's veth and published ports from the host and
+// saves. Its errors are logged only: the engine ignores them, and the heal
+// loop retries what was left.
+func (d *Driver) detach(ep *Endpoint) {
 	host, _ := vethNames(ep.ID)
 	d.logErr("remove veth", d.links.DeleteLink(host), "veth", host)
-	delete(d.st.Endpoints, ep.ID)
+	ep.Joined = false
 	if len(ep.Ports) > 0 {
+		ep.Ports = nil
 		d.logErr("remove published ports", d.applyFirewall(context.Background()), "endpoint", shortID(ep.ID))
 	}
-	d.logErr("save state", d.save())
-	return nil
+	d.saveOrRetry()
 }
 
 // EndpointInfo reports what ournet set up for an endpoint.
@@ -325,7 +345,7 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 	defer d.mu.Unlock()
 	ep, ok := d.st.Endpoints[req.EndpointID]
 	if !ok {
-		return nil, fmt.Errorf("endpoint %s is unknown to ournet", shortID(req.EndpointID))
+		return nil, unknownEndpoint(req.EndpointID)
 	}
 	host, _ := vethNames(ep.ID)
 	value := map[string]string{"ournet.veth": host}
@@ -336,11 +356,7 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 }
 
 func describePort(p firewall.PublishedPort) string {
-	host := "0.0.0.0"
-	if p.HostIP.IsValid() {
-		host = p.HostIP.String()
-	}
-	return fmt.Sprintf("%s:%d->%s:%d/%s", host, p.HostPort, p.ContainerIP, p.ContainerPort, p.Proto)
+	return fmt.Sprintf("%s:%d->%s:%d/%s", ports.HostIPString(p.HostIP), p.HostPort, p.ContainerIP, p.ContainerPort, p.Proto)
 }
 
 // Join creates the veth pair; the engine moves the peer into the container
@@ -351,11 +367,11 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	defer d.mu.Unlock()
 	ep, ok := d.st.Endpoints[req.EndpointID]
 	if !ok {
-		return nil, fmt.Errorf("endpoint %s is unknown to ournet", shortID(req.EndpointID))
+		return nil, unknownEndpoint(req.EndpointID)
 	}
 	cfg, ok := d.st.Networks[ep.NetworkID]
 	if !ok {
-		return nil, fmt.Errorf("network %s is unknown to ournet", shortID(ep.NetworkID))
+		return nil, unknownNetwork(ep.NetworkID)
 	}
 	host, peer := vethNames(ep.ID)
 	// A replayed Join finds the old pair: start again from nothing.
@@ -391,18 +407,9 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 func (d *Driver) Leave(req *network.LeaveRequest) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	ep, ok := d.st.Endpoints[req.EndpointID]
-	if !ok {
-		return nil
+	if ep, ok := d.st.Endpoints[req.EndpointID]; ok {
+		d.detach(ep)
 	}
-	host, _ := vethNames(ep.ID)
-	d.logErr("remove veth", d.links.DeleteLink(host), "veth", host)
-	ep.Joined = false
-	if len(ep.Ports) > 0 {
-		ep.Ports = nil
-		d.logErr("remove published ports", d.applyFirewall(context.Background()), "endpoint", shortID(ep.ID))
-	}
-	d.logErr("save state", d.save())
 	return nil
 }
 
@@ -417,11 +424,11 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 	defer d.mu.Unlock()
 	ep, ok := d.st.Endpoints[req.EndpointID]
 	if !ok {
-		return fmt.Errorf("endpoint %s is unknown to ournet", shortID(req.EndpointID))
+		return unknownEndpoint(req.EndpointID)
 	}
 	cfg := d.st.Networks[ep.NetworkID]
 	if cfg == nil {
-		return fmt.Errorf("network %s is unknown to ournet", shortID(ep.NetworkID))
+		return unknownNetwork(ep.NetworkID)
 	}
 	requests = d.bindable(cfg, ep, requests)
 	if len(requests) > 0 && cfg.Internal {
@@ -484,6 +491,15 @@ func (d *Driver) bindable(cfg *NetworkConfig, ep *Endpoint, reqs []ports.Request
 	return out
 }
 
+// Unknown IDs mean ournet's state was lost (see the README on repairing it).
+func unknownNetwork(id string) error {
+	return fmt.Errorf("network %s is unknown to ournet (its state was lost): remove the network and create it again", shortID(id))
+}
+
+func unknownEndpoint(id string) error {
+	return fmt.Errorf("endpoint %s is unknown to ournet (its state was lost): remove the container and start it again", shortID(id))
+}
+
 func internalPortsError(cfg *NetworkConfig) error {
 	return fmt.Errorf("network %s is internal (--internal): it cannot publish ports; remove -p or use a network that is not internal", shortID(cfg.ID))
 }
@@ -500,7 +516,7 @@ func (d *Driver) RevokeExternalConnectivity(req *network.RevokeExternalConnectiv
 	if err := d.applyFirewall(context.Background()); err != nil {
 		return fmt.Errorf("unpublish ports: %w", err)
 	}
-	d.logErr("save state", d.save())
+	d.saveOrRetry()
 	return nil
 }
 
@@ -530,11 +546,7 @@ func (d *Driver) PublishedPorts() []PortListing {
 	var out []PortListing
 	for _, ep := range d.st.Endpoints {
 		for _, p := range ep.Ports {
-			host := "0.0.0.0"
-			if p.HostIP.IsValid() {
-				host = p.HostIP.String()
-			}
-			out = append(out, PortListing{ep.NetworkID, ep.ID, p.Proto, host, p.HostPort, p.ContainerIP.String(), p.ContainerPort})
+			out = append(out, PortListing{ep.NetworkID, ep.ID, p.Proto, ports.HostIPString(p.HostIP), p.HostPort, p.ContainerIP.String(), p.ContainerPort})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -547,8 +559,8 @@ func (d *Driver) PublishedPorts() []PortListing {
 }
 
 func overlappingPool(a, b *NetworkConfig) string {
-	for _, x := range append(append([]Subnet(nil), a.IPv4...), a.IPv6...) {
-		for _, y := range append(append([]Subnet(nil), b.IPv4...), b.IPv6...) {
+	for _, x := range a.subnets() {
+		for _, y := range b.subnets() {
 			if x.Pool.Overlaps(y.Pool) {
 				return x.Pool.String()
 			}
@@ -559,7 +571,7 @@ func overlappingPool(a, b *NetworkConfig) string {
 
 func subnetsOf(cfg *NetworkConfig) []string {
 	var out []string
-	for _, s := range append(append([]Subnet(nil), cfg.IPv4...), cfg.IPv6...) {
+	for _, s := range cfg.subnets() {
 		out = append(out, s.Pool.String())
 	}
 	return out

@@ -756,6 +756,26 @@ func TestHeal(t *testing.T) {
 	}
 }
 
+// Deleting a bridge detaches its ports: Heal must re-attach the running
+// containers' veths, not only re-create the bridge.
+func TestHealReattachesVeths(t *testing.T) {
+	h := newHarness(t)
+	h.mustCreateNetwork(netA, 1, nil)
+	h.mustCreateEndpoint(netA, epA, "172.30.1.5/24")
+	h.mustJoin(netA, epA)
+	host, _ := vethNames(epA)
+	h.links.DeleteLink("on-aaaaaaaaaaaa")
+	if l := h.links.get(host); l == nil || l.Master != "" {
+		t.Fatalf("fake: deleting the bridge should detach %s: %+v", host, l)
+	}
+	if repaired, err := h.d.Heal(context.Background()); err != nil || !repaired {
+		t.Fatalf("Heal = %v, %v", repaired, err)
+	}
+	if l := h.links.get(host); l == nil || l.Master != "on-aaaaaaaaaaaa" {
+		t.Fatalf("veth %s not re-attached to the re-created bridge: %+v", host, l)
+	}
+}
+
 func TestConcurrentEndpoints(t *testing.T) {
 	h := newHarness(t)
 	h.mustCreateNetwork(netA, 1, nil)
@@ -816,5 +836,41 @@ func TestMacFromIPv4(t *testing.T) {
 	host, peer := vethNames(epA)
 	if host != "onve1e1e1e1e1e1" || peer != "once1e1e1e1e1e1" || len(host) > 15 {
 		t.Errorf("vethNames = %s %s", host, peer)
+	}
+}
+
+// A delete must succeed for the engine even when saving fails; the heal loop
+// saves again, or the deleted network would come back after a restart.
+func TestFailedSaveOfDeleteIsRetried(t *testing.T) {
+	h := newHarness(t)
+	h.mustCreateNetwork(netA, 1, nil)
+	blocker := filepath.Join(t.TempDir(), "not-a-directory")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.d.file.Path = filepath.Join(blocker, "networks.json") // every save fails
+	if err := h.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: netA}); err != nil {
+		t.Fatalf("DeleteNetwork must succeed for the engine: %v", err)
+	}
+	h.d.file.Path = h.stateFile
+	if repaired, err := h.d.Heal(context.Background()); err != nil || !repaired {
+		t.Fatalf("Heal = %v, %v, want the save retried", repaired, err)
+	}
+	h.restart()
+	if _, ok := h.d.st.Networks[netA]; ok {
+		t.Fatal("the deleted network came back after a restart")
+	}
+}
+
+// scripts/ports.sh reads this JSON with sed, so its field order is part of
+// the interface.
+func TestPortListingJSONForPortsScript(t *testing.T) {
+	raw, err := json.Marshal(PortListing{"n", "e", "tcp", "0.0.0.0", 8001, "172.30.0.2", 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"network_id":"n","endpoint_id":"e","proto":"tcp","host_ip":"0.0.0.0","host_port":8001,"container_ip":"172.30.0.2","container_port":80}`
+	if string(raw) != want {
+		t.Fatalf("PortListing JSON\n got %s\nwant %s (update scripts/ports.sh with it)", raw, want)
 	}
 }

@@ -31,10 +31,11 @@ var dockerAliases = map[string]string{
 	"com.docker.network.bridge.host_binding_ipv4":    OptHostBindingIPv4,
 }
 
+const dockerBridgePrefix = "com.docker.network.bridge."
+
 // Keys of CreateNetworkRequest.Options set by the engine itself.
 const (
 	engineGenericKey = "com.docker.network.generic"
-	engineIPv6Key    = "com.docker.network.enable_ipv6"
 	engineInternal   = "com.docker.network.internal"
 )
 
@@ -108,7 +109,7 @@ func ParseNetworkOptions(req *network.CreateNetworkRequest) (*NetworkConfig, err
 		return nil, err
 	}
 	if len(cfg.IPv4) == 0 && len(cfg.IPv6) == 0 {
-		return nil, fmt.Errorf("network has no subnet: ournet needs at least one IPv4 or IPv6 pool from IPAM")
+		return nil, fmt.Errorf("network has no subnet: ournet needs an IPv4 or IPv6 subnet; do not combine --ipv4=false with a network without --ipv6")
 	}
 	return cfg, nil
 }
@@ -152,6 +153,10 @@ func (cfg *NetworkConfig) applyGeneric(generic map[string]string) error {
 		name := k
 		if alias, ok := dockerAliases[k]; ok {
 			name = alias
+		} else if strings.HasPrefix(k, dockerBridgePrefix) {
+			// A bridge-driver setting ournet does not implement: saying so
+			// beats silently building a network unlike what was asked.
+			return &OptionError{k, generic[k], "this option of Docker's bridge driver is not supported by ournet; supported: " + strings.Join(validOptions(), ", ")}
 		} else if !strings.HasPrefix(k, "ournet.") {
 			continue // other drivers' or engine options: not ours to judge
 		}
@@ -225,24 +230,24 @@ func engineBool(opts map[string]interface{}, key string) (bool, error) {
 
 func parseIPAMData(data []*network.IPAMData, v6 bool) ([]Subnet, error) {
 	var out []Subnet
-	for _, d := range data {
-		if d == nil {
+	for _, ipamData := range data {
+		if ipamData == nil {
 			continue
 		}
-		pool, err := netip.ParsePrefix(d.Pool)
+		pool, err := netip.ParsePrefix(ipamData.Pool)
 		if err != nil {
-			return nil, fmt.Errorf("IPAM returned pool %q: %v", d.Pool, err)
+			return nil, fmt.Errorf("IPAM returned pool %q: %v", ipamData.Pool, err)
 		}
 		if pool.Addr().Is6() != v6 {
 			return nil, fmt.Errorf("IPAM returned pool %s in the wrong address family", pool)
 		}
 		s := Subnet{Pool: pool.Masked()}
-		if d.Gateway != "" {
-			gw, err := netip.ParsePrefix(d.Gateway)
+		if ipamData.Gateway != "" {
+			gw, err := netip.ParsePrefix(ipamData.Gateway)
 			if err != nil {
-				addr, err2 := netip.ParseAddr(d.Gateway)
+				addr, err2 := netip.ParseAddr(ipamData.Gateway)
 				if err2 != nil {
-					return nil, fmt.Errorf("IPAM returned gateway %q: %v", d.Gateway, err)
+					return nil, fmt.Errorf("IPAM returned gateway %q: %v", ipamData.Gateway, err)
 				}
 				gw = netip.PrefixFrom(addr, pool.Bits())
 			}

@@ -26,7 +26,7 @@ func createRequest(id string, generic map[string]interface{}) *network.CreateNet
 		NetworkID: id,
 		Options: map[string]interface{}{
 			engineGenericKey: generic,
-			engineIPv6Key:    false,
+			"com.docker.network.enable_ipv6":    false,
 		},
 		IPv4Data: []*network.IPAMData{{AddressSpace: "LocalDefault", Pool: "172.30.0.0/24", Gateway: "172.30.0.1/24"}},
 	}
@@ -82,7 +82,7 @@ func TestParseNetworkOptions(t *testing.T) {
 		{"host binding docker alias", map[string]interface{}{"com.docker.network.bridge.host_binding_ipv4": "192.0.2.7"},
 			with(func(c *NetworkConfig) { c.HostBindingIPv4 = addr("192.0.2.7") })},
 		{"host binding 0.0.0.0 is the default", map[string]interface{}{"ournet.host_binding_ipv4": "0.0.0.0"}, defaultConfig()},
-		{"other drivers' options are ignored", map[string]interface{}{"com.docker.network.bridge.inhibit_ipv4": "true", "foo": "bar"}, defaultConfig()},
+		{"other drivers' options are ignored", map[string]interface{}{"com.docker.network.macvlan.mode": "bridge", "foo": "bar"}, defaultConfig()},
 		{"JSON booleans from a client", map[string]interface{}{"ournet.enable_icc": false, "ournet.enable_ip_masquerade": true},
 			with(func(c *NetworkConfig) { c.ICC = false })},
 		{"everything", map[string]interface{}{
@@ -125,6 +125,8 @@ func TestParseNetworkOptionsErrors(t *testing.T) {
 	}{
 		{"mtu not a number", map[string]interface{}{"ournet.mtu": "abc"},
 			[]string{"ournet.mtu", `"abc"`, "68 to 65535"}},
+		{"bridge-driver option ournet lacks", map[string]interface{}{"com.docker.network.bridge.inhibit_ipv4": "true"},
+			[]string{"com.docker.network.bridge.inhibit_ipv4", `"true"`, "not supported by ournet", "ournet.mtu"}},
 		{"mtu too small", map[string]interface{}{"ournet.mtu": "67"},
 			[]string{"ournet.mtu", `"67"`, "68 to 65535"}},
 		{"mtu too big", map[string]interface{}{"ournet.mtu": "65536"},

@@ -30,10 +30,15 @@ func macFromIPv4(ip netip.Addr) net.HardwareAddr {
 	return net.HardwareAddr{0x02, 0x42, b[0], b[1], b[2], b[3]}
 }
 
+// subnets lists the IPv4 subnets, then the IPv6 ones.
+func (cfg *NetworkConfig) subnets() []Subnet {
+	return append(append([]Subnet(nil), cfg.IPv4...), cfg.IPv6...)
+}
+
 // gateways returns the addresses the bridge carries.
 func (cfg *NetworkConfig) gateways() []netip.Prefix {
 	var out []netip.Prefix
-	for _, s := range append(append([]Subnet(nil), cfg.IPv4...), cfg.IPv6...) {
+	for _, s := range cfg.subnets() {
 		if s.Gateway.IsValid() {
 			out = append(out, s.Gateway)
 		}
@@ -50,7 +55,7 @@ func firewallPlan(networks map[string]*NetworkConfig, endpoints map[string]*Endp
 	}
 	out := make([]firewall.Network, 0, len(networks))
 	for id, cfg := range networks {
-		fn := firewall.Network{
+		fwNetwork := firewall.Network{
 			ID:         id,
 			Bridge:     cfg.Bridge,
 			ICC:        cfg.ICC,
@@ -58,14 +63,11 @@ func firewallPlan(networks map[string]*NetworkConfig, endpoints map[string]*Endp
 			Internal:   cfg.Internal,
 			Ports:      byNetwork[id],
 		}
-		for _, s := range cfg.IPv4 {
-			fn.Subnets = append(fn.Subnets, s.Pool)
+		for _, s := range cfg.subnets() {
+			fwNetwork.Subnets = append(fwNetwork.Subnets, s.Pool)
 		}
-		for _, s := range cfg.IPv6 {
-			fn.Subnets = append(fn.Subnets, s.Pool)
-		}
-		sort.Slice(fn.Ports, func(i, j int) bool { return ports.Less(fn.Ports[i], fn.Ports[j]) })
-		out = append(out, fn)
+		sort.Slice(fwNetwork.Ports, func(i, j int) bool { return ports.Less(fwNetwork.Ports[i], fwNetwork.Ports[j]) })
+		out = append(out, fwNetwork)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Bridge < out[j].Bridge })
 	return out

@@ -77,39 +77,63 @@ func isLowerHex(s string) bool {
 	return true
 }
 
-// Heal re-applies what disappeared while running: ournet's iptables chains
-// or jumps (dockerd restart, iptables -F, firewalld reload) and bridges.
-// It reports whether it had to repair anything.
+// Heal re-applies what disappeared while running: a deleted bridge (with
+// its containers' veths re-attached), ournet's iptables chains or jumps
+// (dockerd restart, iptables -F, firewalld reload), and a state save that
+// failed. It reports whether it had to repair anything.
 func (d *Driver) Heal(ctx context.Context) (bool, error) {
+	repaired := d.healLinks()
+	d.mu.Lock()
+	trusted := d.stateTrusted
+	plan := firewallPlan(d.st.Networks, d.st.Endpoints)
+	d.mu.Unlock()
+	if !trusted {
+		return repaired, nil
+	}
+	// Checking runs iptables-save: keep engine calls from waiting on it.
+	drift, err := d.fw.Check(ctx, plan)
+	if err != nil || len(drift) == 0 {
+		return repaired, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.log.Info("ournet firewall rules changed outside ournet; restoring them", "drift", strings.Join(drift, "; "))
+	// Apply the current plan: a call may have changed it since the check.
+	if err := d.applyFirewall(ctx); err != nil {
+		return repaired, err
+	}
+	return true, nil
+}
+
+func (d *Driver) healLinks() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	repaired := false
-	for _, cfg := range d.st.Networks {
+	if d.unsaved {
+		d.log.Info("saving network state again after an earlier failure")
+		repaired = d.save() == nil
+	}
+	for id, cfg := range d.st.Networks {
 		exists, err := d.links.Exists(cfg.Bridge)
 		if err != nil || exists {
 			continue
 		}
-		d.log.Info("bridge disappeared; re-creating it", "bridge", cfg.Bridge)
+		d.log.Info("bridge disappeared; re-creating it and re-attaching its containers", "bridge", cfg.Bridge)
 		if _, err := d.links.EnsureBridge(cfg.Bridge, cfg.MTU, cfg.gateways()); err != nil {
 			d.log.Error("re-creating bridge failed", "bridge", cfg.Bridge, "error", err)
+			continue
 		}
 		d.tuneKernel(cfg)
-		repaired = true
-	}
-	if !d.stateTrusted {
-		return repaired, nil
-	}
-	plan := firewallPlan(d.st.Networks, d.st.Endpoints)
-	drift, err := d.fw.Check(ctx, plan)
-	if err != nil {
-		return repaired, err
-	}
-	if len(drift) > 0 {
-		d.log.Info("ournet firewall rules changed outside ournet; restoring them", "drift", strings.Join(drift, "; "))
-		if err := d.fw.Apply(ctx, plan); err != nil {
-			return repaired, err
+		for _, ep := range d.st.Endpoints {
+			if ep.NetworkID != id || !ep.Joined {
+				continue
+			}
+			host, _ := vethNames(ep.ID)
+			if _, err := d.links.EnsurePort(host, cfg.Bridge); err != nil {
+				d.log.Error("re-attaching veth failed", "veth", host, "error", err)
+			}
 		}
 		repaired = true
 	}
-	return repaired, nil
+	return repaired
 }

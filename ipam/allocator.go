@@ -43,6 +43,7 @@ type pool struct {
 	ipRange      netip.Prefix // --ip-range; equal to subnet when none was given
 	fromDefaults bool
 	used         bool   // an address was handed out: the engine accepted the subnet
+	claimed      bool   // handed to the engine since this process started (not persisted)
 	leases       []u128 // sorted, so the lowest free address is a binary search away
 }
 
@@ -82,7 +83,7 @@ func (a *Allocator) RequestPool(addressSpace, subnet, ipRange string, options ma
 		if err != nil {
 			return "", netip.Prefix{}, err
 		}
-		p := &pool{id: PoolID(addressSpace, prefix, netip.Prefix{}), addressSpace: addressSpace, subnet: prefix, ipRange: prefix, fromDefaults: true}
+		p := &pool{id: PoolID(addressSpace, prefix, netip.Prefix{}), addressSpace: addressSpace, subnet: prefix, ipRange: prefix, fromDefaults: true, claimed: true}
 		a.pools[p.id] = p
 		return p.id, prefix, nil
 	}
@@ -107,12 +108,16 @@ func (a *Allocator) RequestPool(addressSpace, subnet, ipRange string, options ma
 		p.ipRange, idRange = r, r
 	}
 	p.id = PoolID(addressSpace, prefix, idRange)
+	p.claimed = true
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if same, ok := a.pools[p.id]; ok && len(same.leases) == 0 {
-		// Saved, but the engine never used it (we crashed before replying, or
-		// its network create failed later): the same request gets it again.
+	if same, ok := a.pools[p.id]; ok && !same.claimed && len(same.leases) == 0 {
+		// Saved by an earlier run but never used (it crashed before replying):
+		// the same request gets it again instead of overlapping itself. A pool
+		// claimed in this run stays taken, or two concurrent creates with one
+		// --subnet would share it.
+		same.claimed = true
 		return same.id, same.subnet, nil
 	}
 	for _, other := range a.sortedPools() {

@@ -43,7 +43,7 @@ func FormatDefaultPools(pools []DefaultPool) string {
 }
 
 // ParseDefaultPools reads "base/prefix:size,..." such as
-// "172.17.0.0/12:16,192.168.0.0/16:20" or "fd00::/48:64". An empty string
+// "172.16.0.0/12:16,192.168.0.0/16:20" or "fd00::/48:64". An empty string
 // gives nil, which callers take as "use DockerDefaultPools".
 func ParseDefaultPools(s string) ([]DefaultPool, error) {
 	if strings.TrimSpace(s) == "" {

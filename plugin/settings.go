@@ -22,7 +22,7 @@ type settings struct {
 func loadSettings(getenv func(string) string) (settings, error) {
 	s := settings{
 		StateDir:        "/var/lib/ournet",
-		DefaultPools:    "172.16.0.0/12:16,192.168.0.0/16:20",
+		DefaultPools:    "", // empty: Docker's own default pools
 		IPTablesBackend: "auto",
 		HealInterval:    5 * time.Second,
 		Socket:          "/run/docker/plugins/ournet.sock",

@@ -21,7 +21,7 @@ func TestLoadSettingsDefaults(t *testing.T) {
 	want := settings{
 		LogLevel:        slog.LevelInfo,
 		StateDir:        "/var/lib/ournet",
-		DefaultPools:    "172.16.0.0/12:16,192.168.0.0/16:20",
+		DefaultPools:    "",
 		IPTablesBackend: "auto",
 		HealInterval:    5 * time.Second,
 		Socket:          "/run/docker/plugins/ournet.sock",

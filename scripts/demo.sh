@@ -53,6 +53,7 @@ for i in $(seq 1 9); do
 	echo "   request $i answered by $who"
 done
 echo "   ${#answered[@]} different members answered"
+((${#answered[@]} >= 2)) || fail "only one member of tg-net answered 9 requests"
 
 echo
 echo "== 4. On the host: the bridge with one veth per container"

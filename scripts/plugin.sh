@@ -84,11 +84,45 @@ publish_alias() {
 
 cmd_uninstall() {
 	engine_answers || die "no Docker engine answers"
+	local networks
+	networks=$(docker network ls --format '{{.Name}}' --filter "driver=$NAME"
+		[[ -z $ALIAS ]] || docker network ls --format '{{.Name}}' --filter "driver=$ALIAS")
+	if [[ -n $networks && ${FORCE:-0} != 1 ]]; then
+		die "these networks use ournet: $(echo $networks); remove them first (docker network rm ...)," \
+			"or run with FORCE=1 to remove the plugin anyway and leave their bridges and rules behind"
+	fi
 	remove_plugin
 	if [[ -n $ALIAS ]]; then
 		rm -f "/etc/docker/plugins/$ALIAS.spec" "$ALIAS_DIR/$ALIAS.sock"
 	fi
-	echo "plugin.sh: $NAME removed"
+	if [[ -n $networks ]]; then
+		echo "plugin.sh: $NAME removed; the bridges and OURNET-* rules of $(echo $networks) stay" >&2
+		return
+	fi
+	remove_host_leftovers
+	echo "plugin.sh: $NAME removed, with its OURNET-* chains and bridges"
+}
+
+# With no ournet network left, nothing needs ournet's chains, jumps or links.
+remove_host_leftovers() {
+	local tool table rule chain link
+	for tool in iptables ip6tables; do
+		command -v "$tool-save" >/dev/null || continue
+		for table in filter nat; do
+			# Jumps carry no comment, so the saved rule splits into words safely.
+			while read -r rule; do
+				# shellcheck disable=SC2086
+				"$tool" -t "$table" -D ${rule#-A } 2>/dev/null || true
+			done < <("$tool-save" -t "$table" 2>/dev/null | grep -E '^-A [A-Z]+ .*-j OURNET-' || true)
+			while read -r chain; do
+				"$tool" -t "$table" -F "$chain" 2>/dev/null || true
+				"$tool" -t "$table" -X "$chain" 2>/dev/null || true
+			done < <("$tool-save" -t "$table" 2>/dev/null | sed -n 's/^:\(OURNET-[A-Z-]*\) .*/\1/p')
+		done
+	done
+	while read -r link; do
+		ip link delete "$link" 2>/dev/null || true
+	done < <(ip -o link show | sed -n 's/^[0-9]*: \(on[-vc][0-9a-f]\{12\}\)[@:].*/\1/p')
 }
 
 # dockerd logs a managed plugin's stdout and stderr with plugin=<full id>.

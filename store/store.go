@@ -107,7 +107,7 @@ func (f File) Save(v any) error {
 // Quarantine moves an unreadable file aside so the plugin can start with an
 // empty state instead of crash-looping, and returns where it went.
 func (f File) Quarantine() (string, error) {
-	dst := fmt.Sprintf("%s.corrupt-%s", f.Path, time.Now().UTC().Format("20060102T150405Z"))
+	dst := fmt.Sprintf("%s.corrupt-%s", f.Path, time.Now().UTC().Format("20060102T150405.000000000Z"))
 	if err := os.Rename(f.Path, dst); err != nil {
 		return "", err
 	}

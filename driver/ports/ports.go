@@ -111,12 +111,16 @@ type ConflictError struct {
 }
 
 func (e *ConflictError) Error() string {
-	host := "0.0.0.0"
-	if e.HostIP.IsValid() {
-		host = e.HostIP.String()
-	}
 	return fmt.Sprintf("cannot publish %s port %s:%d (to container port %d): %s; choose another host port or stop what uses it",
-		e.Proto, host, e.Port, e.ContainerPort, e.Reason)
+		e.Proto, HostIPString(e.HostIP), e.Port, e.ContainerPort, e.Reason)
+}
+
+// HostIPString shows a binding's host IP the way Docker does: 0.0.0.0 for all.
+func HostIPString(ip netip.Addr) string {
+	if !ip.IsValid() {
+		return "0.0.0.0"
+	}
+	return ip.String()
 }
 
 // Choose resolves every request to one published port. published holds the

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -27,11 +26,8 @@ func TestNetworkConnectivity(t *testing.T) {
 
 			// Embedded DNS answers the alias with every member.
 			out := mustExec(t, a, "nslookup tg-net 127.0.0.11")
-			var want []string
 			for _, m := range members {
-				ip := containerIP(t, m, n)
-				want = append(want, ip)
-				if !strings.Contains(out, ip) {
+				if ip := containerIP(t, m, n); !strings.Contains(out, ip) {
 					t.Errorf("nslookup tg-net lacks member %s (%s):\n%s", m, ip, out)
 				}
 			}
@@ -50,7 +46,6 @@ func TestNetworkConnectivity(t *testing.T) {
 			if len(ports) != 3 {
 				t.Fatalf("brctl show %s lists %d ports %v, want one veth per container (3)", bridge, len(ports), ports)
 			}
-			sort.Strings(want)
 		})
 	}
 }
@@ -60,6 +55,14 @@ func forEachIPAM(t *testing.T, test func(t *testing.T, ipamDriver string)) {
 	for _, ipamDriver := range []string{"default", pluginName} {
 		t.Run("ipam="+ipamDriver, func(t *testing.T) { test(t, ipamDriver) })
 	}
+}
+
+// reachable waits until client gets an answer from server at ip:80.
+func reachable(t testing.TB, client, server, ip string) {
+	t.Helper()
+	eventually(t, 10*time.Second, client+" reaches "+server, func() error {
+		return wantBody(httpGetFrom(client, ip, 80))(server)
+	})
 }
 
 func bridgePorts(t testing.TB, bridge string) []string {
@@ -129,6 +132,10 @@ func testIsolationBetweenNetworks(t *testing.T, ipamDriver string) {
 	a := container(t, []string{"--net", na})
 	b := web(t, "--net", nb)
 	d := web(t, "--net", nd)
+	// Positive control: both servers answer on their own networks, so a
+	// failure below is isolation, not a server that is not up yet.
+	reachable(t, container(t, []string{"--net", nb}), b, containerIP(t, b, nb))
+	reachable(t, container(t, []string{"--net", nd}), d, containerIP(t, d, nd))
 	for _, target := range []struct{ ctr, net string }{{b, nb}, {d, nd}} {
 		ip := containerIP(t, target.ctr, target.net)
 		if out, err := httpGetFrom(a, ip, 80); err == nil && strings.Contains(out, target.ctr) {
@@ -166,7 +173,11 @@ func TestICCDisabled(t *testing.T) { forEachIPAM(t, testICCDisabled) }
 func testICCDisabled(t *testing.T, ipamDriver string) {
 	n := network(t, "-d", pluginName, "--ipam-driver", ipamDriver, "-o", "ournet.enable_icc=false")
 	a := container(t, []string{"--net", n})
-	b := web(t, "--net", n)
+	b := web(t, "--net", n, "-p", "18030:80")
+	// Positive control: b serves (through its published port from the host).
+	eventually(t, 10*time.Second, "icc=false server up", func() error {
+		return wantBody(hostHTTPGet("127.0.0.1", 18030))(b)
+	})
 	if out, err := httpGetFrom(a, containerIP(t, b, n), 80); err == nil && strings.Contains(out, b) {
 		t.Fatal("icc=false: containers of the network reached each other")
 	}
@@ -211,6 +222,11 @@ func testNetworkRemovalLeavesNothing(t *testing.T, ipamDriver string) {
 	bridge := bridgeOf(t, n)
 	id := networkID(t, n)[:12]
 	c := container(t, []string{"--net", n, "-p", "18080:80"})
+	for table, needle := range map[string]string{"filter": bridge, "nat": "18080"} {
+		if !strings.Contains(iptablesSave(t, table), needle) {
+			t.Fatalf("before removal the %s table has no rule with %s: the check below would prove nothing", table, needle)
+		}
+	}
 	docker(t, "rm", "-f", c)
 	docker(t, "network", "rm", n)
 	if linkNames(t)[bridge] {

@@ -109,8 +109,8 @@ func TestPublishedPortConflict(t *testing.T) {
 	n := network(t, "-d", pluginName)
 	web(t, "--net", n, "-p", "18002:80")
 	out := dockerFails(t, "run", "-d", "--name", uniq("clash"), "--net", n, "-p", "18002:80", image, "sleep", "60")
-	if !strings.Contains(out, "18002") {
-		t.Fatalf("conflict error does not name the port 18002:\n%s", out)
+	if !strings.Contains(out, "18002") || !strings.Contains(out, "already published by ournet") {
+		t.Fatalf("conflict error does not name the port 18002 and why:\n%s", out)
 	}
 	// Nothing half-installed: exactly one DNAT for the port.
 	if c := countLines(iptablesSave(t, "nat"), "-A OURNET-PREROUTING ", "--dport 18002 "); c != 1 {

@@ -136,24 +136,47 @@ func restartEngine(t testing.TB, liveRestore bool) {
 // them within a few seconds and the published port works again.
 func TestHealsFlushedRules(t *testing.T) {
 	p := newPair(t, "172.223.0.0/24", 18013)
+	// An outside client crosses FORWARD and PREROUTING: it fails while
+	// ournet's rules are gone and works again only once they are back.
+	outside := newHostNS(t, 5)
+	throughFirewall := func() error { return wantBody(outside.httpGet(t, outside.HostIP, p.port))(p.web) }
+	eventually(t, 10*time.Second, "outside client before the flush", throughFirewall)
+	before := map[string]string{"filter": ournetRules(t, "filter"), "nat": ournetRules(t, "nat")}
 	for _, flush := range [][]string{
 		{"-F", "OURNET-FORWARD"},
 		{"-t", "nat", "-F", "OURNET-PREROUTING"},
 		{"-t", "nat", "-F", "OURNET-OUTPUT"},
 		{"-D", "FORWARD", "-j", "OURNET-FORWARD"},
+		{"-t", "nat", "-D", "POSTROUTING", "-j", "OURNET-POSTROUTING"},
 	} {
+		what := "iptables " + strings.Join(flush, " ")
 		must(t, "iptables", flush...)
-		eventually(t, 20*time.Second, "rules restored after iptables "+strings.Join(flush, " "), func() error {
-			if !strings.Contains(iptablesSave(t, "nat"), fmt.Sprintf("--dport %d ", p.port)) {
-				return fmt.Errorf("DNAT for %d missing", p.port)
-			}
-			if !strings.Contains(iptablesSave(t, "filter"), "-A FORWARD -j OURNET-FORWARD") {
-				return fmt.Errorf("FORWARD jump missing")
+		if ournetRules(t, "filter") == before["filter"] && ournetRules(t, "nat") == before["nat"] {
+			t.Fatalf("%s changed nothing: the test would prove nothing", what)
+		}
+		eventually(t, 20*time.Second, "ournet's rules restored after "+what, func() error {
+			for table, want := range before {
+				if got := ournetRules(t, table); got != want {
+					return fmt.Errorf("%s table:\n got %s\nwant %s", table, got, want)
+				}
 			}
 			return nil
 		})
-		p.check(t, "after iptables "+strings.Join(flush, " "))
+		eventually(t, 10*time.Second, "outside client after "+what, throughFirewall)
+		p.check(t, "after "+what)
 	}
+}
+
+// ournetRules is every line of the table that mentions an OURNET chain:
+// its rules and the jumps into it.
+func ournetRules(t testing.TB, table string) string {
+	var lines []string
+	for _, line := range strings.Split(iptablesSave(t, table), "\n") {
+		if strings.Contains(line, "OURNET-") && !strings.HasPrefix(line, ":") {
+			lines = append(lines, line)
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // Many cycles of create / 4 containers / remove leave the host exactly as before.
