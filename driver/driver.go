@@ -444,6 +444,9 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 	if err != nil {
 		return err
 	}
+	if len(chosen) == 0 && len(ep.Ports) == 0 {
+		return nil // nothing to publish: spare every plain docker run a firewall round trip
+	}
 	previous := ep.Ports
 	ep.Ports = chosen
 	if err := d.applyFirewall(context.Background()); err != nil {

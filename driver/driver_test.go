@@ -874,3 +874,19 @@ func TestPortListingJSONForPortsScript(t *testing.T) {
 		t.Fatalf("PortListing JSON\n got %s\nwant %s (update scripts/ports.sh with it)", raw, want)
 	}
 }
+
+// A container without -p still gets ProgramExternalConnectivity; it must not
+// cost a firewall round trip (it is on the path of every docker run).
+func TestProgramWithoutPortsSkipsFirewall(t *testing.T) {
+	h := newHarness(t)
+	h.mustCreateNetwork(netA, 1, nil)
+	h.mustCreateEndpoint(netA, epA, "172.30.1.5/24")
+	h.mustJoin(netA, epA)
+	_, before := h.fw.lastApplied()
+	if err := h.program(epA, `[]`); err != nil {
+		t.Fatal(err)
+	}
+	if _, after := h.fw.lastApplied(); after != before {
+		t.Fatalf("an empty port map applied the firewall %d time(s)", after-before)
+	}
+}
