@@ -465,31 +465,78 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 	return nil
 }
 
-// bindable keeps the bindings ournet can serve on this endpoint and applies
-// the network's default host IP.
+// bindable turns the engine's bindings into one request per address family
+// the endpoint can serve, with the container address to forward to:
+//   - a specific host IP: that family only;
+//   - 0.0.0.0 (or the network's host_binding_ipv4): IPv4 only; :: IPv6 only;
+//   - no host IP (Docker 20.10), or Docker 29's 0.0.0.0 + :: pair: IPv4 and,
+//     on an IPv6 network, IPv6 on the same host port.
 func (d *Driver) bindable(cfg *NetworkConfig, ep *Endpoint, reqs []ports.Request) []ports.Request {
 	var out []ports.Request
 	seen := map[ports.Request]bool{}
-	for _, r := range reqs {
-		if r.HostIP.Is6() {
-			// IPv6 publishing is a documented limitation (README).
-			d.log.Debug("skipping IPv6 host binding", "host_ip", r.HostIP, "port", r.ContainerPort)
-			continue
+	add := func(r ports.Request, container netip.Prefix, twin bool) {
+		if !container.IsValid() {
+			return // the endpoint has no address of that family
 		}
-		if !ep.IPv4.IsValid() {
-			continue
+		r.ContainerIP, r.SamePortAsPrevious = container.Addr(), twin
+		if !seen[r] {
+			seen[r] = true
+			out = append(out, r)
 		}
-		if (!r.HostIP.IsValid() || r.HostIP.IsUnspecified()) && cfg.HostBindingIPv4.IsValid() {
-			r.HostIP = cfg.HostBindingIPv4
-		}
-		if r.HostIP.IsValid() && r.HostIP.IsUnspecified() {
+	}
+	for _, r := range mergeFamilyPairs(reqs) {
+		switch {
+		case r.HostIP.IsValid() && !r.HostIP.IsUnspecified():
+			if r.HostIP.Is4() {
+				add(r, ep.IPv4, false)
+			} else {
+				add(r, ep.IPv6, false)
+			}
+		case r.HostIP.Is6(): // ::
 			r.HostIP = netip.Addr{}
+			add(r, ep.IPv6, false)
+		case cfg.HostBindingIPv4.IsValid():
+			r.HostIP = cfg.HostBindingIPv4
+			add(r, ep.IPv4, false)
+		case r.HostIP.Is4(): // 0.0.0.0
+			r.HostIP = netip.Addr{}
+			add(r, ep.IPv4, false)
+		default: // every address of both families
+			add(r, ep.IPv4, false)
+			add(r, ep.IPv6, ep.IPv4.IsValid())
 		}
-		if seen[r] {
-			continue
+	}
+	return out
+}
+
+// mergeFamilyPairs folds Docker 29's 0.0.0.0 + :: bindings of one -p into
+// a single binding without host IP, so both families get the same port.
+func mergeFamilyPairs(reqs []ports.Request) []ports.Request {
+	withoutHostIP := func(r ports.Request) ports.Request { r.HostIP = netip.Addr{}; return r }
+	isAny := func(r ports.Request, v4 bool) bool {
+		return r.HostIP.IsValid() && r.HostIP.IsUnspecified() && r.HostIP.Is4() == v4
+	}
+	anyIPv4 := map[ports.Request]int{}
+	for i, r := range reqs {
+		if isAny(r, true) {
+			anyIPv4[withoutHostIP(r)] = i
 		}
-		seen[r] = true
-		out = append(out, r)
+	}
+	merged, dropped := map[int]bool{}, map[int]bool{}
+	for j, r := range reqs {
+		if i, ok := anyIPv4[withoutHostIP(r)]; ok && isAny(r, false) && !merged[i] {
+			merged[i], dropped[j] = true, true
+		}
+	}
+	var out []ports.Request
+	for i, r := range reqs {
+		switch {
+		case dropped[i]:
+		case merged[i]:
+			out = append(out, withoutHostIP(r))
+		default:
+			out = append(out, r)
+		}
 	}
 	return out
 }

@@ -25,8 +25,8 @@ func createRequest(id string, generic map[string]interface{}) *network.CreateNet
 	return &network.CreateNetworkRequest{
 		NetworkID: id,
 		Options: map[string]interface{}{
-			engineGenericKey: generic,
-			"com.docker.network.enable_ipv6":    false,
+			engineGenericKey:                 generic,
+			"com.docker.network.enable_ipv6": false,
 		},
 		IPv4Data: []*network.IPAMData{{AddressSpace: "LocalDefault", Pool: "172.30.0.0/24", Gateway: "172.30.0.1/24"}},
 	}

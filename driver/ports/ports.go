@@ -24,6 +24,11 @@ type Request struct {
 	HostPort      uint16     // 0: choose one from the ephemeral range
 	HostPortEnd   uint16     // > HostPort: choose one free port in the range
 	ContainerPort uint16
+	// ContainerIP picks the address family; zero: Choose's containerIP.
+	ContainerIP netip.Addr
+	// SamePortAsPrevious: the IPv6 twin of the IPv4 request before it takes
+	// the same host port, as Docker does for a dual-stack -p.
+	SamePortAsPrevious bool
 }
 
 // engineBinding mirrors libnetwork's types.PortBinding JSON.
@@ -129,11 +134,17 @@ func HostIPString(ip netip.Addr) string {
 func (c *Chooser) Choose(reqs []Request, containerIP netip.Addr, published []firewall.PublishedPort) ([]firewall.PublishedPort, error) {
 	taken := append([]firewall.PublishedPort(nil), published...)
 	var out []firewall.PublishedPort
-	for _, r := range reqs {
-		p := firewall.PublishedPort{Proto: r.Proto, HostIP: r.HostIP, ContainerIP: containerIP, ContainerPort: r.ContainerPort}
-		if p.HostIP.IsValid() && p.HostIP.IsUnspecified() {
-			p.HostIP = netip.Addr{}
+	for i, r := range reqs {
+		if !r.ContainerIP.IsValid() {
+			r.ContainerIP = containerIP
 		}
+		if r.HostIP.IsValid() && r.HostIP.IsUnspecified() {
+			r.HostIP = netip.Addr{}
+		}
+		if r.SamePortAsPrevious && i > 0 {
+			r.HostPort, r.HostPortEnd = out[i-1].HostPort, out[i-1].HostPort
+		}
+		p := firewall.PublishedPort{Proto: r.Proto, HostIP: r.HostIP, ContainerIP: r.ContainerIP, ContainerPort: r.ContainerPort}
 		port, err := c.pick(r, taken)
 		if err != nil {
 			return nil, err
@@ -148,7 +159,7 @@ func (c *Chooser) Choose(reqs []Request, containerIP netip.Addr, published []fir
 
 func (c *Chooser) pick(r Request, taken []firewall.PublishedPort) (uint16, error) {
 	if r.HostPort != 0 && r.HostPortEnd == r.HostPort {
-		if reason := c.busy(r.Proto, r.HostIP, r.HostPort, taken); reason != "" {
+		if reason := c.busy(r, r.HostPort, taken); reason != "" {
 			return 0, &ConflictError{r.Proto, r.HostIP, r.HostPort, r.ContainerPort, reason}
 		}
 		return r.HostPort, nil
@@ -166,20 +177,25 @@ func (c *Chooser) pick(r Request, taken []firewall.PublishedPort) (uint16, error
 	start := rand.IntN(size)
 	for i := 0; i < size; i++ {
 		port := first + uint16((start+i)%size)
-		if c.busy(r.Proto, r.HostIP, port, taken) == "" {
+		if c.busy(r, port, taken) == "" {
 			return port, nil
 		}
 	}
 	return 0, &ConflictError{r.Proto, r.HostIP, first, r.ContainerPort, fmt.Sprintf("every port from %d to %d is in use", first, last)}
 }
 
-func (c *Chooser) busy(proto string, ip netip.Addr, port uint16, taken []firewall.PublishedPort) string {
+// busy says why port cannot serve r, or "" if it can. Bindings of different
+// address families never collide: IPv4 and IPv6 DNAT live in separate tables.
+func (c *Chooser) busy(r Request, port uint16, taken []firewall.PublishedPort) string {
 	for _, t := range taken {
-		if t.Proto == proto && t.HostPort == port && addrsOverlap(t.HostIP, ip) {
+		sameFamily := t.ContainerIP.Unmap().Is4() == r.ContainerIP.Unmap().Is4()
+		if t.Proto == r.Proto && t.HostPort == port && sameFamily && addrsOverlap(t.HostIP, r.HostIP) {
 			return "already published by ournet for " + t.ContainerIP.String()
 		}
 	}
-	if c.InUse != nil && c.InUse(proto, ip, port) {
+	// A twin reuses a port its IPv4 half just took; the host check there
+	// already covered both families.
+	if !r.SamePortAsPrevious && c.InUse != nil && c.InUse(r.Proto, r.HostIP, port) {
 		return "already in use on the host"
 	}
 	return ""

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -288,14 +289,17 @@ func stdout(t testing.TB, name string, args ...string) string {
 // hostNS is a network namespace the test made, wired to the host by a veth
 // pair: a stand-in for an outside client or an upstream server.
 type hostNS struct {
-	Name   string
-	HostIP string // host end of the veth: a host address
-	NSIP   string
+	Name    string
+	HostIP  string // host end of the veth: a host address
+	NSIP    string
+	HostIP6 string // the same link's IPv6 addresses
+	NSIP6   string
 }
 
 func newHostNS(t testing.TB, octet int) *hostNS {
 	t.Helper()
-	h := &hostNS{Name: uniq("ns"), HostIP: fmt.Sprintf("10.250.%d.1", octet), NSIP: fmt.Sprintf("10.250.%d.2", octet)}
+	h := &hostNS{Name: uniq("ns"), HostIP: fmt.Sprintf("10.250.%d.1", octet), NSIP: fmt.Sprintf("10.250.%d.2", octet),
+		HostIP6: fmt.Sprintf("fd00:250:%d::1", octet), NSIP6: fmt.Sprintf("fd00:250:%d::2", octet)}
 	hostEnd, nsEnd := "oe2e"+h.Name[len(h.Name)-6:], "oe2p"+h.Name[len(h.Name)-6:]
 	must(t, "ip", "netns", "add", h.Name)
 	t.Cleanup(func() {
@@ -310,6 +314,10 @@ func newHostNS(t testing.TB, octet int) *hostNS {
 	must(t, "ip", "netns", "exec", h.Name, "ip", "link", "set", nsEnd, "up")
 	must(t, "ip", "netns", "exec", h.Name, "ip", "link", "set", "lo", "up")
 	must(t, "ip", "netns", "exec", h.Name, "ip", "route", "add", "default", "via", h.HostIP)
+	// nodad: the addresses must work at once, not after duplicate detection.
+	must(t, "ip", "addr", "add", h.HostIP6+"/64", "dev", hostEnd, "nodad")
+	must(t, "ip", "netns", "exec", h.Name, "ip", "addr", "add", h.NSIP6+"/64", "dev", nsEnd, "nodad")
+	must(t, "ip", "netns", "exec", h.Name, "ip", "-6", "route", "add", "default", "via", h.HostIP6)
 	// No FORWARD rules of the test's own: whatever crosses to or from the
 	// containers must be let through by ournet's rules alone.
 	return h
@@ -375,7 +383,7 @@ func (h *hostNS) httpGet(t testing.TB, addr string, port int) (string, error) {
 	var conn net.Conn
 	var err error
 	h.inNS(t, func() {
-		conn, err = net.DialTimeout("tcp", fmt.Sprintf("%s:%d", addr, port), 3*time.Second)
+		conn, err = net.DialTimeout("tcp", net.JoinHostPort(addr, strconv.Itoa(port)), 3*time.Second)
 	})
 	if err != nil {
 		return "", err
@@ -384,7 +392,7 @@ func (h *hostNS) httpGet(t testing.TB, addr string, port int) (string, error) {
 }
 
 func hostHTTPGet(addr string, port int) (string, error) {
-	conn, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", addr, port), 3*time.Second)
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort(addr, strconv.Itoa(port)), 3*time.Second)
 	if err != nil {
 		return "", err
 	}

@@ -179,3 +179,24 @@ func TestPublishHundredPorts(t *testing.T) {
 		t.Fatalf("%d rules of the 100-port container remain after docker rm -f", c)
 	}
 }
+
+// On an IPv6 network, -p publishes on the host's IPv6 addresses too (same
+// port), through ip6tables DNAT: an outside client reaches it over IPv6.
+func TestPublishedPortIPv6(t *testing.T) {
+	client := newHostNS(t, 6)
+	n := network(t, "-d", pluginName, "--ipv6", "--subnet", "172.232.0.0/24", "--subnet", "fd00:232::/64")
+	w := web(t, "--net", n, "-p", "18050:80")
+	if nat := stdout(t, "ip6tables", "-t", "nat", "-S"); !hasLine(nat, "-A OURNET-PREROUTING ", "--dport 18050 ", "-j DNAT --to-destination [fd00:232::") {
+		t.Fatalf("ip6tables -t nat -S has no DNAT for 18050:\n%s", nat)
+	}
+	eventually(t, 10*time.Second, "outside client over IPv6", func() error {
+		return wantBody(client.httpGet(t, client.HostIP6, 18050))(w)
+	})
+	eventually(t, 5*time.Second, "outside client over IPv4 on the same port", func() error {
+		return wantBody(client.httpGet(t, client.HostIP, 18050))(w)
+	})
+	docker(t, "rm", "-f", w)
+	if hasLine(stdout(t, "ip6tables-save", "-t", "nat"), "--dport 18050 ") {
+		t.Fatal("the IPv6 DNAT rule remains after docker rm -f")
+	}
+}
