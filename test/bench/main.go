@@ -73,7 +73,7 @@ func main() {
 		fmt.Printf("%-44s %12s %12s %8.2f\n", r.name, r.ournet, r.bridge, r.ratio)
 	}
 	fmt.Println()
-	fmt.Println("ratio = ournet / bridge: below 1 means ournet is faster (times) or slower (throughput, higher is better).")
+	fmt.Println("ratio = ournet / bridge. Times: below 1 means ournet is faster. Throughput: above 1 means ournet is faster.")
 	memory(ournetNet)
 }
 
