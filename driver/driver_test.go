@@ -65,6 +65,13 @@ func (h *harness) mustJoin(networkID, endpointID string) *network.JoinResponse {
 	return resp
 }
 
+// mustJoinedEndpoint creates an endpoint and joins it, as docker run does.
+func (h *harness) mustJoinedEndpoint(networkID, endpointID, address string) {
+	h.t.Helper()
+	h.mustCreateEndpoint(networkID, endpointID, address)
+	h.mustJoin(networkID, endpointID)
+}
+
 // portMap is the engine's portmap option as the helpers' JSON decoder hands
 // it over: []interface{} of map[string]interface{} with float64 numbers.
 func portMap(t *testing.T, js string) map[string]interface{} {
@@ -251,8 +258,7 @@ func TestDeleteNetwork(t *testing.T) {
 	}
 	h.mustCreateNetwork(netA, 1, nil)
 	h.mustCreateNetwork(netB, 2, nil)
-	h.mustCreateEndpoint(netA, epA, "172.30.1.5/24")
-	h.mustJoin(netA, epA)
+	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
 	if err := h.program(epA, port8080); err != nil {
 		t.Fatal(err)
 	}
@@ -411,8 +417,7 @@ func TestJoinVethFailure(t *testing.T) {
 func TestLeave(t *testing.T) {
 	h := newHarness(t)
 	h.mustCreateNetwork(netA, 1, nil)
-	h.mustCreateEndpoint(netA, epA, "172.30.1.5/24")
-	h.mustJoin(netA, epA)
+	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
 	if err := h.program(epA, port8080); err != nil {
 		t.Fatal(err)
 	}
@@ -440,8 +445,7 @@ func TestDeleteEndpointWithoutLeave(t *testing.T) {
 	// Docker 29 after a daemon restart may send only DeleteEndpoint.
 	h := newHarness(t)
 	h.mustCreateNetwork(netA, 1, nil)
-	h.mustCreateEndpoint(netA, epA, "172.30.1.5/24")
-	h.mustJoin(netA, epA)
+	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
 	if err := h.program(epA, port8080); err != nil {
 		t.Fatal(err)
 	}
@@ -459,8 +463,7 @@ func TestDeleteEndpointWithoutLeave(t *testing.T) {
 func TestProgramExternalConnectivity(t *testing.T) {
 	h := newHarness(t)
 	h.mustCreateNetwork(netA, 1, nil)
-	h.mustCreateEndpoint(netA, epA, "172.30.1.5/24")
-	h.mustJoin(netA, epA)
+	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
 	if err := h.program(epA, port8080); err != nil {
 		t.Fatal(err)
 	}
@@ -482,8 +485,7 @@ func TestProgramExternalConnectivity(t *testing.T) {
 	}
 
 	// A second container asking for the same host port.
-	h.mustCreateEndpoint(netA, epB, "172.30.1.6/24")
-	h.mustJoin(netA, epB)
+	h.mustJoinedEndpoint(netA, epB, "172.30.1.6/24")
 	_, appliedBefore := h.fw.lastApplied()
 	err = h.program(epB, `[{"Proto":6,"IP":"","Port":8000,"HostIP":"","HostPort":9000,"HostPortEnd":9000},
 		{"Proto":6,"IP":"","Port":80,"HostIP":"","HostPort":8080,"HostPortEnd":8080}]`)
@@ -518,8 +520,7 @@ func TestProgramExternalConnectivity(t *testing.T) {
 func TestProgramExternalConnectivityChoosesPorts(t *testing.T) {
 	h := newHarness(t)
 	h.mustCreateNetwork(netA, 1, nil)
-	h.mustCreateEndpoint(netA, epA, "172.30.1.5/24")
-	h.mustJoin(netA, epA)
+	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
 	err := h.program(epA, `[{"Proto":6,"IP":"172.30.1.5","Port":80,"HostIP":"","HostPort":0,"HostPortEnd":0},
 		{"Proto":17,"IP":"172.30.1.5","Port":53,"HostIP":"","HostPort":8080,"HostPortEnd":8090},
 		{"Proto":132,"IP":"172.30.1.5","Port":9,"HostIP":"127.0.0.1","HostPort":7000,"HostPortEnd":7000}]`)
@@ -554,8 +555,7 @@ func TestProgramExternalConnectivityChoosesPorts(t *testing.T) {
 func TestProgramExternalConnectivityHostBinding(t *testing.T) {
 	h := newHarness(t)
 	h.mustCreateNetwork(netA, 1, map[string]interface{}{"com.docker.network.bridge.host_binding_ipv4": "127.0.0.1"})
-	h.mustCreateEndpoint(netA, epA, "172.30.1.5/24")
-	h.mustJoin(netA, epA)
+	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
 	err := h.program(epA, `[{"Proto":6,"IP":"","Port":80,"HostIP":"","HostPort":8080,"HostPortEnd":8080},
 		{"Proto":6,"IP":"","Port":81,"HostIP":"192.0.2.1","HostPort":8081,"HostPortEnd":8081},
 		{"Proto":6,"IP":"","Port":82,"HostIP":"::","HostPort":8082,"HostPortEnd":8082}]`)
@@ -603,8 +603,7 @@ func TestProgramExternalConnectivityFirewallFailure(t *testing.T) {
 func TestRestartKeepsState(t *testing.T) {
 	h := newHarness(t)
 	h.mustCreateNetwork(netA, 1, map[string]interface{}{"ournet.mtu": "1400", "ournet.enable_icc": "false"})
-	h.mustCreateEndpoint(netA, epA, "172.30.1.5/24")
-	h.mustJoin(netA, epA)
+	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
 	if err := h.program(epA, port8080); err != nil {
 		t.Fatal(err)
 	}
@@ -656,8 +655,7 @@ func TestRestartKeepsState(t *testing.T) {
 func TestReconcileReattachesJoinedVeth(t *testing.T) {
 	h := newHarness(t)
 	h.mustCreateNetwork(netA, 1, nil)
-	h.mustCreateEndpoint(netA, epA, "172.30.1.5/24")
-	h.mustJoin(netA, epA)
+	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
 	// The bridge vanished and with it the port's master.
 	h.links.DeleteLink("on-aaaaaaaaaaaa")
 	h.restart()
@@ -761,8 +759,7 @@ func TestHeal(t *testing.T) {
 func TestHealReattachesVeths(t *testing.T) {
 	h := newHarness(t)
 	h.mustCreateNetwork(netA, 1, nil)
-	h.mustCreateEndpoint(netA, epA, "172.30.1.5/24")
-	h.mustJoin(netA, epA)
+	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
 	host, _ := vethNames(epA)
 	h.links.DeleteLink("on-aaaaaaaaaaaa")
 	if l := h.links.get(host); l == nil || l.Master != "" {
@@ -880,8 +877,7 @@ func TestPortListingJSONForPortsScript(t *testing.T) {
 func TestProgramWithoutPortsSkipsFirewall(t *testing.T) {
 	h := newHarness(t)
 	h.mustCreateNetwork(netA, 1, nil)
-	h.mustCreateEndpoint(netA, epA, "172.30.1.5/24")
-	h.mustJoin(netA, epA)
+	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
 	_, before := h.fw.lastApplied()
 	if err := h.program(epA, `[]`); err != nil {
 		t.Fatal(err)

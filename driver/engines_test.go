@@ -16,8 +16,7 @@ import (
 func TestDocker29LeaveWithoutRevokeUnpublishes(t *testing.T) {
 	h := newHarness(t)
 	h.mustCreateNetwork(netA, 1, nil)
-	h.mustCreateEndpoint(netA, epA, "172.30.1.5/24")
-	h.mustJoin(netA, epA)
+	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
 	if err := h.program(epA, port8080); err != nil {
 		t.Fatal(err)
 	}
@@ -52,13 +51,12 @@ func TestDocker29EnableIPv4OptionAccepted(t *testing.T) {
 	}
 }
 
-// Docker 29 sends each -p twice, for 0.0.0.0 and for ::. The IPv6 binding is
-// skipped (README: limitation) and must not collide with the IPv4 one.
+// Docker 29 sends each -p twice, for 0.0.0.0 and for ::. On a network without
+// IPv6 the :: half has nothing to reach and must not collide with the other.
 func TestDocker29DualFamilyBindings(t *testing.T) {
 	h := newHarness(t)
 	h.mustCreateNetwork(netA, 1, nil)
-	h.mustCreateEndpoint(netA, epA, "172.30.1.5/24")
-	h.mustJoin(netA, epA)
+	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
 	both := `[{"Proto":6,"IP":"","Port":80,"HostIP":"0.0.0.0","HostPort":8080,"HostPortEnd":8080},` +
 		`{"Proto":6,"IP":"","Port":80,"HostIP":"::","HostPort":8080,"HostPortEnd":8080}]`
 	if err := h.program(epA, both); err != nil {

@@ -50,12 +50,11 @@ func NewDriver(stateFile string, hostRoutes func() []netip.Prefix, defaultPools 
 		}
 	}
 	if errors.Is(err, store.ErrCorrupt) {
+		// Start empty either way: a plugin that exits here is restarted by
+		// the engine into the same failure, and no network works at all.
 		moved, qerr := d.file.Quarantine()
-		if qerr != nil {
-			return nil, fmt.Errorf("ipam state %s is unreadable (%v) and could not be moved aside: %w", stateFile, err, qerr)
-		}
-		logger.Error("ipam state was unreadable; moved it aside and started with no pools: networks using ournet IPAM must be recreated",
-			"error", err, "moved_to", moved)
+		logger.Error("ipam state was unreadable; started with no pools: networks using ournet IPAM must be recreated",
+			"error", err, "moved_to", moved, "move_error", qerr)
 		return d, nil
 	}
 	if err != nil {
@@ -66,9 +65,6 @@ func NewDriver(stateFile string, hostRoutes func() []netip.Prefix, defaultPools 
 	}
 	return d, nil
 }
-
-// Allocator exposes the allocator, read-only use intended (e.g. State for diagnostics).
-func (d *Driver) Allocator() *Allocator { return d.alloc }
 
 // change applies op and saves; if saving fails the change is undone in memory
 // so that the error the engine sees matches what ournet remembers.

@@ -72,10 +72,10 @@ func TestDriverPersistsAcrossRestart(t *testing.T) {
 	if err := d.ReleaseAddress(&api.ReleaseAddressRequest{PoolID: pool.PoolID, Address: "172.200.1.3"}); err != nil {
 		t.Fatal(err)
 	}
-	before := d.Allocator().State()
+	before := d.alloc.State()
 
 	d2, _ := newDriver(t, path)
-	if after := d2.Allocator().State(); !reflect.DeepEqual(before, after) {
+	if after := d2.alloc.State(); !reflect.DeepEqual(before, after) {
 		t.Fatalf("state after restart:\n%+v\nwant\n%+v", after, before)
 	}
 	// The engine keeps using the old PoolIDs after a plugin restart.
@@ -90,7 +90,7 @@ func TestDriverPersistsAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	d3, _ := newDriver(t, path)
-	if n := len(d3.Allocator().State().Pools); n != 1 {
+	if n := len(d3.alloc.State().Pools); n != 1 {
 		t.Errorf("%d pools after releasing one of two", n)
 	}
 }
@@ -110,7 +110,7 @@ func TestDriverQuarantinesCorruptState(t *testing.T) {
 				t.Fatal(err)
 			}
 			d, logs := newDriver(t, path)
-			if n := len(d.Allocator().State().Pools); n != 0 {
+			if n := len(d.alloc.State().Pools); n != 0 {
 				t.Errorf("%d pools loaded from a corrupt file", n)
 			}
 			moved, _ := filepath.Glob(path + ".corrupt-*")
@@ -140,7 +140,7 @@ func TestDriverRollsBackWhenSaveFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	requestAddress(t, d, pool.PoolID, "", nil)
-	before := d.Allocator().State()
+	before := d.alloc.State()
 
 	// A file where the state directory should be makes every save fail, even as root.
 	os.RemoveAll(filepath.Join(dir, "sub"))
@@ -158,7 +158,7 @@ func TestDriverRollsBackWhenSaveFails(t *testing.T) {
 	if err := d.ReleasePool(&api.ReleasePoolRequest{PoolID: pool.PoolID}); err == nil {
 		t.Fatal("ReleasePool succeeded with failing save")
 	}
-	if after := d.Allocator().State(); !reflect.DeepEqual(before, after) {
+	if after := d.alloc.State(); !reflect.DeepEqual(before, after) {
 		t.Errorf("state changed by failed operations:\n%+v\nwant\n%+v", after, before)
 	}
 	// No-op releases need no save, so they still succeed.
