@@ -16,14 +16,15 @@ import (
 type pair struct {
 	net, web, client string
 	port             int
+	outside          *hostNS // crosses FORWARD and PREROUTING, unlike 127.0.0.1
 }
 
-func newPair(t *testing.T, subnet string, port int) *pair {
+func newPair(t *testing.T, subnet string, port int, runArgs ...string) *pair {
 	t.Helper()
-	p := &pair{port: port}
+	p := &pair{port: port, outside: newHostNS(t, 20+port%100)}
 	p.net = network(t, "-d", pluginName, "--ipam-driver", pluginName, "--subnet", subnet)
-	p.web = web(t, "--net", p.net, "-p", fmt.Sprintf("%d:80", port))
-	p.client = container(t, []string{"--net", p.net})
+	p.web = web(t, append([]string{"--net", p.net, "-p", fmt.Sprintf("%d:80", port)}, runArgs...)...)
+	p.client = container(t, append([]string{"--net", p.net}, runArgs...))
 	p.check(t, "before")
 	return p
 }
@@ -39,6 +40,9 @@ func (p *pair) check(t *testing.T, when string) {
 	})
 	eventually(t, 20*time.Second, when+": published port", func() error {
 		return wantBody(hostHTTPGet("127.0.0.1", p.port))(p.web)
+	})
+	eventually(t, 20*time.Second, when+": published port from outside", func() error {
+		return wantBody(p.outside.httpGet(t, p.outside.HostIP, p.port))(p.web)
 	})
 }
 
@@ -113,6 +117,32 @@ func TestSurvivesEngineRestartWithLiveRestore(t *testing.T) {
 	})
 }
 
+// Without live-restore the engine stops the containers and, with a restart
+// policy, starts them again: they rejoin with the same published port, which
+// must not collide with what ournet remembers of their previous run.
+func TestSurvivesEngineRestartWithoutLiveRestore(t *testing.T) {
+	restartEngine(t, false)
+	p := newPair(t, "172.227.0.0/24", 18015, "--restart", "always")
+	restartEngine(t, false)
+	eventually(t, 60*time.Second, "containers restarted by their policy", func() error {
+		for _, c := range []string{p.web, p.client} {
+			if state, _ := cmd("docker", "inspect", "-f", "{{.State.Running}}", c); state != "true" {
+				return fmt.Errorf("%s running=%s", c, state)
+			}
+		}
+		return nil
+	})
+	p.check(t, "after dockerd restart without live-restore")
+	p.freshAddress(t, "after dockerd restart without live-restore")
+	docker(t, "rm", "-f", p.web, p.client)
+	eventually(t, 5*time.Second, "port rules removed", func() error {
+		if hasLine(iptablesSave(t, "nat"), fmt.Sprintf("--dport %d ", p.port)) {
+			return fmt.Errorf("DNAT for %d still installed", p.port)
+		}
+		return nil
+	})
+}
+
 func restartEngine(t testing.TB, liveRestore bool) {
 	t.Helper()
 	env := "LIVE_RESTORE=0"
@@ -136,10 +166,9 @@ func restartEngine(t testing.TB, liveRestore bool) {
 // them within a few seconds and the published port works again.
 func TestHealsFlushedRules(t *testing.T) {
 	p := newPair(t, "172.223.0.0/24", 18013)
-	// An outside client crosses FORWARD and PREROUTING: it fails while
+	// The outside client crosses FORWARD and PREROUTING: it fails while
 	// ournet's rules are gone and works again only once they are back.
-	outside := newHostNS(t, 5)
-	throughFirewall := func() error { return wantBody(outside.httpGet(t, outside.HostIP, p.port))(p.web) }
+	throughFirewall := func() error { return wantBody(p.outside.httpGet(t, p.outside.HostIP, p.port))(p.web) }
 	eventually(t, 10*time.Second, "outside client before the flush", throughFirewall)
 	before := map[string]string{"filter": ournetRules(t, "filter"), "nat": ournetRules(t, "nat")}
 	for _, flush := range [][]string{
