@@ -393,3 +393,22 @@ func subnetOf(subnets map[string]string, name string) string {
 	}
 	return ""
 }
+
+// Someone deletes a network's bridge: the heal loop re-creates it and
+// re-attaches the running containers' veths.
+func TestHealsDeletedBridge(t *testing.T) {
+	p := newPair(t, "172.228.0.0/24", 18016)
+	bridge := bridgeOf(t, p.net)
+	must(t, "ip", "link", "del", bridge)
+	eventually(t, 20*time.Second, "bridge re-created with both veths", func() error {
+		if !linkNames(t)[bridge] {
+			return fmt.Errorf("bridge %s missing", bridge)
+		}
+		if ports := bridgePorts(t, bridge); len(ports) != 2 {
+			return fmt.Errorf("bridge ports %v, want the two containers' veths", ports)
+		}
+		return nil
+	})
+	p.check(t, "after the bridge was deleted")
+	p.freshAddress(t, "after the bridge was deleted")
+}
