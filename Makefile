@@ -18,8 +18,10 @@ plugin:
 	scripts/build-rootfs.sh $(PLUGIN_DIR)
 
 # Starts a test engine only when none answers; never restarts an engine that runs.
+# Also builds the small test image the README's examples use (no registry needed).
 install: plugin
 	PLUGIN_NAME=$(PLUGIN_NAME) scripts/plugin.sh install $(PLUGIN_DIR)
+	scripts/test-image.sh
 
 uninstall:
 	PLUGIN_NAME=$(PLUGIN_NAME) scripts/plugin.sh uninstall
