@@ -235,6 +235,8 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	defer d.mu.Unlock()
 	cfg, ok := d.st.Networks[req.NetworkID]
 	if !ok {
+		// Unknown after lost state: its default-named bridge is still ours.
+		d.removeUnknownLink(DefaultBridgeName(req.NetworkID))
 		return nil
 	}
 	for id, ep := range d.st.Endpoints {
@@ -318,11 +320,23 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 	defer d.mu.Unlock()
 	ep, ok := d.st.Endpoints[req.EndpointID]
 	if !ok {
+		host, _ := vethNames(req.EndpointID)
+		d.removeUnknownLink(host)
 		return nil
 	}
 	delete(d.st.Endpoints, ep.ID)
 	d.detach(ep)
 	return nil
+}
+
+// removeUnknownLink deletes a link whose name ournet derives from an ID the
+// engine still uses but ournet's state lost, so that docker network rm and
+// docker rm clean up even then.
+func (d *Driver) removeUnknownLink(name string) {
+	if exists, err := d.links.Exists(name); err == nil && exists {
+		d.log.Info("removing the link of an object ournet's state lost", "link", name)
+		d.logErr("remove link", d.links.DeleteLink(name), "link", name)
+	}
 }
 
 // detach removes an endpoint's veth and published ports from the host and
@@ -409,6 +423,9 @@ func (d *Driver) Leave(req *network.LeaveRequest) error {
 	defer d.mu.Unlock()
 	if ep, ok := d.st.Endpoints[req.EndpointID]; ok {
 		d.detach(ep)
+	} else {
+		host, _ := vethNames(req.EndpointID)
+		d.removeUnknownLink(host)
 	}
 	return nil
 }

@@ -886,3 +886,29 @@ func TestProgramWithoutPortsSkipsFirewall(t *testing.T) {
 		t.Fatalf("an empty port map applied the firewall %d time(s)", after-before)
 	}
 }
+
+// After ournet lost its state, docker rm and docker network rm still remove
+// the links it made: their names come from the IDs the engine sends.
+func TestDeletesOfLostObjectsRemoveTheirLinks(t *testing.T) {
+	h := newHarness(t)
+	h.mustCreateNetwork(netA, 1, nil)
+	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
+	host, _ := vethNames(epA)
+	bridge := DefaultBridgeName(netA)
+	if err := os.Remove(h.stateFile); err != nil {
+		t.Fatal(err)
+	}
+	h.restart() // state lost, links still there
+	if h.links.get(host) == nil || h.links.get(bridge) == nil {
+		t.Fatal("fake: links should survive the lost state")
+	}
+	if err := h.d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: netA, EndpointID: epA}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: netA}); err != nil {
+		t.Fatal(err)
+	}
+	if h.links.get(host) != nil || h.links.get(bridge) != nil {
+		t.Fatalf("links left behind: veth %v, bridge %v", h.links.get(host), h.links.get(bridge))
+	}
+}
