@@ -11,7 +11,7 @@ import (
 // are carved out of Base when a network is created without --subnet, like the
 // daemon's `default-address-pools` setting.
 type DefaultPool struct {
-	Base netip.Prefix // e.g. 172.17.0.0/12
+	Base netip.Prefix // e.g. 172.16.0.0/12
 	Size int          // prefix length of each subnet handed out, e.g. 16
 }
 
@@ -70,7 +70,7 @@ func ParseDefaultPools(s string) ([]DefaultPool, error) {
 }
 
 func parseDefaultPool(item string) (DefaultPool, error) {
-	const want = "want base/prefix:size, e.g. 172.17.0.0/12:16 or fd00::/48:64"
+	const want = "want base/prefix:size, e.g. 172.16.0.0/12:16 or fd00::/48:64"
 	// IPv6 bases contain colons, so the size is the colon after the slash.
 	slash := strings.LastIndexByte(item, '/')
 	if slash < 0 {
