@@ -51,7 +51,7 @@ type Endpoint struct {
 	Ports      []firewall.PublishedPort `json:"ports,omitempty"`
 }
 
-// state is what survives restarts (state/networks.json).
+// state is what survives restarts ($STATE_DIR/networks.json).
 type state struct {
 	Networks  map[string]*NetworkConfig `json:"networks"`
 	Endpoints map[string]*Endpoint      `json:"endpoints"`
@@ -168,7 +168,7 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (err error) {
 		return fmt.Errorf("bridge name %s is already in use by another interface on this host: choose another %s", cfg.Bridge, OptBridgeName)
 	}
 
-	created, err := d.links.EnsureBridge(cfg.Bridge, cfg.MTU, cfg.gateways())
+	created, err := d.ensureBridge(cfg)
 	if err != nil {
 		if created {
 			d.links.DeleteLink(cfg.Bridge)
@@ -183,7 +183,6 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (err error) {
 			}
 		}
 	}()
-	d.tuneKernel(cfg)
 	d.st.Networks[cfg.ID] = cfg
 	if err = d.applyFirewall(context.Background()); err != nil {
 		delete(d.st.Networks, cfg.ID)
@@ -200,6 +199,26 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (err error) {
 	d.log.Info("network created", "network", shortID(cfg.ID), "bridge", cfg.Bridge, "subnets", subnetsOf(cfg),
 		"icc", cfg.ICC, "masquerade", cfg.Masquerade, "internal", cfg.Internal)
 	return nil
+}
+
+// ensureBridge brings the bridge up with its gateways and kernel settings.
+// IPv6 gateways go on only after disable_ipv6=0: on a host whose default is
+// disable_ipv6=1 adding them first fails.
+func (d *Driver) ensureBridge(cfg *NetworkConfig) (created bool, err error) {
+	var ipv4Gateways []netip.Prefix
+	for _, s := range cfg.IPv4 {
+		if s.Gateway.IsValid() {
+			ipv4Gateways = append(ipv4Gateways, s.Gateway)
+		}
+	}
+	if created, err = d.links.EnsureBridge(cfg.Bridge, cfg.MTU, ipv4Gateways); err != nil {
+		return created, err
+	}
+	d.tuneKernel(cfg)
+	if len(cfg.IPv6) > 0 {
+		_, err = d.links.EnsureBridge(cfg.Bridge, cfg.MTU, cfg.gateways())
+	}
+	return created, err
 }
 
 // tuneKernel sets what forwarding and published ports need. Failures are
@@ -370,7 +389,9 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 }
 
 func describePort(p firewall.PublishedPort) string {
-	return fmt.Sprintf("%s:%d->%s:%d/%s", ports.HostIPString(p.HostIP), p.HostPort, p.ContainerIP, p.ContainerPort, p.Proto)
+	ipv6 := p.ContainerIP.Is6()
+	return fmt.Sprintf("%s->%s/%s", ports.HostAddrPort(p.HostIP, ipv6, p.HostPort),
+		netip.AddrPortFrom(p.ContainerIP, p.ContainerPort), p.Proto)
 }
 
 // Join creates the veth pair; the engine moves the peer into the container
@@ -437,6 +458,7 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 	if err != nil {
 		return err
 	}
+	d.log.Debug("port map from the engine", "endpoint", shortID(req.EndpointID), "bindings", fmt.Sprintf("%+v", requests))
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	ep, ok := d.st.Endpoints[req.EndpointID]
@@ -485,9 +507,9 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 // bindable turns the engine's bindings into one request per address family
 // the endpoint can serve, with the container address to forward to:
 //   - a specific host IP: that family only;
-//   - 0.0.0.0 (or the network's host_binding_ipv4): IPv4 only; :: IPv6 only;
-//   - no host IP (Docker 20.10), or Docker 29's 0.0.0.0 + :: pair: IPv4 and,
-//     on an IPv6 network, IPv6 on the same host port.
+//   - 0.0.0.0: IPv4 only; ::: IPv6 only;
+//   - no host IP (plain -p on both engines): the network's host_binding_ipv4
+//     if set, else IPv4 and, on an IPv6 network, IPv6 on the same host port.
 func (d *Driver) bindable(cfg *NetworkConfig, ep *Endpoint, reqs []ports.Request) []ports.Request {
 	var out []ports.Request
 	seen := map[ports.Request]bool{}
@@ -501,7 +523,7 @@ func (d *Driver) bindable(cfg *NetworkConfig, ep *Endpoint, reqs []ports.Request
 			out = append(out, r)
 		}
 	}
-	for _, r := range mergeFamilyPairs(reqs) {
+	for _, r := range reqs {
 		switch {
 		case r.HostIP.IsValid() && !r.HostIP.IsUnspecified():
 			if r.HostIP.Is4() {
@@ -512,47 +534,15 @@ func (d *Driver) bindable(cfg *NetworkConfig, ep *Endpoint, reqs []ports.Request
 		case r.HostIP.Is6(): // ::
 			r.HostIP = netip.Addr{}
 			add(r, ep.IPv6, false)
+		case r.HostIP.Is4(): // 0.0.0.0, given explicitly: Docker keeps it too
+			r.HostIP = netip.Addr{}
+			add(r, ep.IPv4, false)
 		case cfg.HostBindingIPv4.IsValid():
 			r.HostIP = cfg.HostBindingIPv4
-			add(r, ep.IPv4, false)
-		case r.HostIP.Is4(): // 0.0.0.0
-			r.HostIP = netip.Addr{}
 			add(r, ep.IPv4, false)
 		default: // every address of both families
 			add(r, ep.IPv4, false)
 			add(r, ep.IPv6, ep.IPv4.IsValid())
-		}
-	}
-	return out
-}
-
-// mergeFamilyPairs folds Docker 29's 0.0.0.0 + :: bindings of one -p into
-// a single binding without host IP, so both families get the same port.
-func mergeFamilyPairs(reqs []ports.Request) []ports.Request {
-	withoutHostIP := func(r ports.Request) ports.Request { r.HostIP = netip.Addr{}; return r }
-	isAny := func(r ports.Request, v4 bool) bool {
-		return r.HostIP.IsValid() && r.HostIP.IsUnspecified() && r.HostIP.Is4() == v4
-	}
-	anyIPv4 := map[ports.Request]int{}
-	for i, r := range reqs {
-		if isAny(r, true) {
-			anyIPv4[withoutHostIP(r)] = i
-		}
-	}
-	merged, dropped := map[int]bool{}, map[int]bool{}
-	for j, r := range reqs {
-		if i, ok := anyIPv4[withoutHostIP(r)]; ok && isAny(r, false) && !merged[i] {
-			merged[i], dropped[j] = true, true
-		}
-	}
-	var out []ports.Request
-	for i, r := range reqs {
-		switch {
-		case dropped[i]:
-		case merged[i]:
-			out = append(out, withoutHostIP(r))
-		default:
-			out = append(out, r)
 		}
 	}
 	return out
@@ -579,8 +569,10 @@ func (d *Driver) RevokeExternalConnectivity(req *network.RevokeExternalConnectiv
 	if !ok || len(ep.Ports) == 0 {
 		return nil
 	}
+	previous := ep.Ports
 	ep.Ports = nil
 	if err := d.applyFirewall(context.Background()); err != nil {
+		ep.Ports = previous // state keeps matching the rules that are still live
 		return fmt.Errorf("unpublish ports: %w", err)
 	}
 	d.saveOrRetry()
@@ -613,7 +605,7 @@ func (d *Driver) PublishedPorts() []PortListing {
 	var out []PortListing
 	for _, ep := range d.st.Endpoints {
 		for _, p := range ep.Ports {
-			out = append(out, PortListing{ep.NetworkID, ep.ID, p.Proto, ports.HostIPString(p.HostIP), p.HostPort, p.ContainerIP.String(), p.ContainerPort})
+			out = append(out, PortListing{ep.NetworkID, ep.ID, p.Proto, ports.HostIPString(p.HostIP, p.ContainerIP.Is6()), p.HostPort, p.ContainerIP.String(), p.ContainerPort})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {

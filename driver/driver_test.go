@@ -912,3 +912,52 @@ func TestDeletesOfLostObjectsRemoveTheirLinks(t *testing.T) {
 		t.Fatalf("links left behind: veth %v, bridge %v", h.links.get(host), h.links.get(bridge))
 	}
 }
+
+// linksNeedingIPv6Enabled refuses IPv6 addresses on a bridge until its
+// disable_ipv6 is 0, like a host whose default is disable_ipv6=1.
+type linksNeedingIPv6Enabled struct {
+	*fakeLinks
+	sysctl *fakeSysctl
+}
+
+func (l linksNeedingIPv6Enabled) EnsureBridge(name string, mtu int, gateways []netip.Prefix) (bool, error) {
+	for _, gw := range gateways {
+		if gw.Addr().Is6() && l.sysctl.get("net/ipv6/conf/"+name+"/disable_ipv6") != "0" {
+			return false, fmt.Errorf("add address %s to %s: permission denied", gw, name)
+		}
+	}
+	return l.fakeLinks.EnsureBridge(name, mtu, gateways)
+}
+
+func TestIPv6GatewayAfterIPv6Enabled(t *testing.T) {
+	sysctl := &fakeSysctl{}
+	d, err := New(Config{Log: quietLogger(), Links: linksNeedingIPv6Enabled{newFakeLinks(), sysctl}, Firewall: &fakeFirewall{},
+		Sysctl: sysctl.write, Chooser: &ports.Chooser{}, StateFile: filepath.Join(t.TempDir(), "networks.json")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = d.CreateNetwork(&network.CreateNetworkRequest{NetworkID: netA, Options: map[string]interface{}{},
+		IPv4Data: []*network.IPAMData{{Pool: "172.30.0.0/24", Gateway: "172.30.0.1/24"}},
+		IPv6Data: []*network.IPAMData{{Pool: "fd00:30::/64", Gateway: "fd00:30::1/64"}}})
+	if err != nil {
+		t.Fatalf("IPv6 network on a host with disable_ipv6=1 by default: %v", err)
+	}
+}
+
+// A Revoke whose firewall change fails keeps the ports in the state: the
+// rules are still live, and a later Leave/DeleteEndpoint must remove them.
+func TestRevokeFailureKeepsStateInStep(t *testing.T) {
+	h := newHarness(t)
+	h.mustCreateNetwork(netA, 1, nil)
+	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
+	if err := h.program(epA, port8080); err != nil {
+		t.Fatal(err)
+	}
+	h.fw.failOnce(errors.New("restore failed"))
+	if err := h.d.RevokeExternalConnectivity(&network.RevokeExternalConnectivityRequest{NetworkID: netA, EndpointID: epA}); err == nil {
+		t.Fatal("Revoke with a failing firewall reported success")
+	}
+	if got := h.d.st.Endpoints[epA].Ports; len(got) != 1 {
+		t.Fatalf("after the failed Revoke the state lists %+v, want the live 8080 binding", got)
+	}
+}

@@ -51,9 +51,9 @@ func TestDocker29EnableIPv4OptionAccepted(t *testing.T) {
 	}
 }
 
-// Docker 29 sends each -p twice, for 0.0.0.0 and for ::. On a network without
-// IPv6 the :: half has nothing to reach and must not collide with the other.
-func TestDocker29DualFamilyBindings(t *testing.T) {
+// -p 0.0.0.0:8080:80 -p [::]:8080:80 on a network without IPv6: the [::]
+// half has nothing to reach and must neither fail nor collide.
+func TestBothFamiliesGivenOnIPv4Network(t *testing.T) {
 	h := newHarness(t)
 	h.mustCreateNetwork(netA, 1, nil)
 	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
@@ -79,14 +79,14 @@ func TestBindingsPerFamily(t *testing.T) {
 		name, portMap string
 		want          []binding // in order
 	}{
-		{"Docker 20.10: no host IP reaches both families on one port",
+		{"plain -p (no host IP, both engines) reaches both families on one port",
 			`[{"Proto":6,"Port":80,"HostIP":"","HostPort":8080,"HostPortEnd":8080}]`,
 			[]binding{{v4, "8080"}, {v6, "8080"}}},
-		{"Docker 29: the 0.0.0.0 + :: pair on one port",
+		{"both given explicitly, one port",
 			`[{"Proto":6,"Port":80,"HostIP":"::","HostPort":8080,"HostPortEnd":8080},{"Proto":6,"Port":80,"HostIP":"0.0.0.0","HostPort":8080,"HostPortEnd":8080}]`,
 			[]binding{{v4, "8080"}, {v6, "8080"}}},
-		{"ephemeral pair takes the same port in both families",
-			`[{"Proto":6,"Port":80,"HostIP":"0.0.0.0","HostPort":0,"HostPortEnd":0},{"Proto":6,"Port":80,"HostIP":"::","HostPort":0,"HostPortEnd":0}]`,
+		{"plain -p 80: the same ephemeral port in both families",
+			`[{"Proto":6,"Port":80,"HostIP":"","HostPort":0,"HostPortEnd":0}]`,
 			[]binding{{v4, "same"}, {v6, "same"}}},
 		{"explicit 0.0.0.0 only: IPv4 only",
 			`[{"Proto":6,"Port":80,"HostIP":"0.0.0.0","HostPort":8080,"HostPortEnd":8080}]`,

@@ -15,11 +15,10 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 	known := map[string]bool{}
 	for _, cfg := range d.st.Networks {
 		known[cfg.Bridge] = true
-		if _, err := d.links.EnsureBridge(cfg.Bridge, cfg.MTU, cfg.gateways()); err != nil {
+		if _, err := d.ensureBridge(cfg); err != nil {
 			d.log.Error("restoring bridge failed", "bridge", cfg.Bridge, "error", err)
 			continue
 		}
-		d.tuneKernel(cfg)
 	}
 	for _, ep := range d.st.Endpoints {
 		host, peer := vethNames(ep.ID)
@@ -119,11 +118,10 @@ func (d *Driver) healLinks() bool {
 			continue
 		}
 		d.log.Info("bridge disappeared; re-creating it and re-attaching its containers", "bridge", cfg.Bridge)
-		if _, err := d.links.EnsureBridge(cfg.Bridge, cfg.MTU, cfg.gateways()); err != nil {
+		if _, err := d.ensureBridge(cfg); err != nil {
 			d.log.Error("re-creating bridge failed", "bridge", cfg.Bridge, "error", err)
 			continue
 		}
-		d.tuneKernel(cfg)
 		for _, ep := range d.st.Endpoints {
 			if ep.NetworkID != id || !ep.Joined {
 				continue

@@ -129,6 +129,30 @@ func (a *Allocator) RequestPool(addressSpace, subnet, ipRange string, options ma
 	return p.id, prefix, nil
 }
 
+// claimedPools lists the pools handed to the engine in this run; the flag
+// is not persisted, so a Restore must be followed by reclaim.
+func (a *Allocator) claimedPools() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var ids []string
+	for id, p := range a.pools {
+		if p.claimed {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+func (a *Allocator) reclaim(ids []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, id := range ids {
+		if p, ok := a.pools[id]; ok {
+			p.claimed = true
+		}
+	}
+}
+
 // minSubnetBits is the longest prefix that still holds a gateway and one
 // container (a /31 does, point-to-point style, RFC 3021).
 func minSubnetBits(p netip.Prefix) int {
@@ -341,7 +365,13 @@ func (a *Allocator) pickDefault(v6 bool, routes []netip.Prefix) (netip.Prefix, e
 			busy = append(busy, r.Masked())
 		}
 	}
-	for _, p := range a.pools {
+	for id, p := range a.pools {
+		if p.fromDefaults && !p.claimed && len(p.leases) == 0 {
+			// Saved by a run that crashed before the engine got it: nobody
+			// uses it, and nobody will ask for it by subnet again.
+			delete(a.pools, id)
+			continue
+		}
 		busy = append(busy, p.subnet)
 	}
 	busy = append(busy, a.rejected...)

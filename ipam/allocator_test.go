@@ -561,3 +561,27 @@ func TestUnusedPoolRequestedAgain(t *testing.T) {
 	_, _, err = restarted.RequestPool("ournet-local", "172.30.0.0/24", "", nil, false)
 	wantErr(t, err, "overlaps")
 }
+
+// A default subnet saved by a run that crashed before replying blocks
+// nothing after the restart: nobody will ever release it by PoolID.
+func TestLeftoverDefaultPoolIsReused(t *testing.T) {
+	a := NewAllocator(nil, nil)
+	first, subnet, err := a.RequestPool("ournet-local", "", "", nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted := NewAllocator(nil, nil)
+	if err := restarted.Restore(a.State()); err != nil {
+		t.Fatal(err)
+	}
+	again, subnetAgain, err := restarted.RequestPool("ournet-local", "", "", nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subnetAgain != subnet || again != first {
+		t.Fatalf("after a crash the leftover %s blocked the default pool: got %s", subnet, subnetAgain)
+	}
+	if n := len(restarted.State().Pools); n != 1 {
+		t.Fatalf("%d pools after the restart, want the one handed out", n)
+	}
+}

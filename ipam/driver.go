@@ -77,9 +77,11 @@ func (d *Driver) change(op func() (changed bool, err error)) error {
 		return err
 	}
 	if err := d.file.Save(d.alloc.State()); err != nil {
+		claimed := d.alloc.claimedPools()
 		if rerr := d.alloc.Restore(before); rerr != nil { // cannot happen: before was valid
 			d.log.Error("ipam could not undo a change after a failed save", "error", rerr)
 		}
+		d.alloc.reclaim(claimed) // Restore forgets which pools this run handed out
 		return fmt.Errorf("ournet IPAM could not save its state, so nothing was changed: %w", err)
 	}
 	return nil

@@ -199,21 +199,29 @@ func ephemeralRange() (uint16, uint16) {
 }
 
 // hostPortInUse asks the kernel: a socket we cannot bind is held by someone.
-func hostPortInUse(proto string, ip netip.Addr, port uint16) bool {
-	host := ""
-	if ip.IsValid() && !ip.IsUnspecified() {
-		host = ip.String()
+// Without a host IP it checks the whole family (0.0.0.0 or [::]); a
+// dual-stack [::] listener also blocks the IPv4 check, as it should.
+func hostPortInUse(proto string, ip netip.Addr, ipv6 bool, port uint16) bool {
+	family := "4"
+	if ipv6 {
+		family = "6"
 	}
-	addr := net.JoinHostPort(host, strconv.Itoa(int(port)))
+	if !ip.IsValid() || ip.IsUnspecified() {
+		ip = netip.IPv4Unspecified()
+		if ipv6 {
+			ip = netip.IPv6Unspecified()
+		}
+	}
+	addr := netip.AddrPortFrom(ip, port).String()
 	switch proto {
 	case "tcp":
-		l, err := net.Listen("tcp", addr)
+		l, err := net.Listen("tcp"+family, addr)
 		if err != nil {
 			return isAddrInUse(err)
 		}
 		l.Close()
 	case "udp":
-		c, err := net.ListenPacket("udp", addr)
+		c, err := net.ListenPacket("udp"+family, addr)
 		if err != nil {
 			return isAddrInUse(err)
 		}

@@ -85,8 +85,7 @@ publish_alias() {
 cmd_uninstall() {
 	engine_answers || die "no Docker engine answers"
 	local networks
-	networks=$(docker network ls --format '{{.Name}}' --filter "driver=$NAME"
-		[[ -z $ALIAS ]] || docker network ls --format '{{.Name}}' --filter "driver=$ALIAS")
+	networks=$(networks_using_ournet)
 	if [[ -n $networks && ${FORCE:-0} != 1 ]]; then
 		die "these networks use ournet: $(echo $networks); remove them first (docker network rm ...)," \
 			"or run with FORCE=1 to remove the plugin anyway and leave their bridges and rules behind"
@@ -101,6 +100,20 @@ cmd_uninstall() {
 	fi
 	remove_host_leftovers
 	echo "plugin.sh: $NAME removed, with its OURNET-* chains and bridges"
+}
+
+# Networks whose network driver or IPAM driver is ournet (under either name).
+networks_using_ournet() {
+	local name driver ipam
+	docker network inspect -f '{{.Name}} {{.Driver}} {{.IPAM.Driver}}' $(docker network ls -q) |
+		while read -r name driver ipam; do
+			for used in "$driver" "$ipam"; do
+				if [[ $used == "$NAME" || ( -n $ALIAS && $used == "$ALIAS" ) ]]; then
+					echo "$name"
+					break
+				fi
+			done
+		done
 }
 
 # With no ournet network left, nothing needs ournet's chains, jumps or links.

@@ -98,10 +98,11 @@ func DecodeJSON(data []byte) ([]Request, error) {
 	return out, nil
 }
 
-// Chooser picks host ports. InUse reports a port some host socket holds;
+// Chooser picks host ports. InUse reports a port some host socket holds in
+// the family of ipv6 (ip is zero for all addresses of that family);
 // Ephemeral is the kernel's ip_local_port_range.
 type Chooser struct {
-	InUse          func(proto string, ip netip.Addr, port uint16) bool
+	InUse          func(proto string, ip netip.Addr, ipv6 bool, port uint16) bool
 	EphemeralFirst uint16
 	EphemeralLast  uint16
 }
@@ -110,57 +111,98 @@ type Chooser struct {
 type ConflictError struct {
 	Proto         string
 	HostIP        netip.Addr
+	IPv6          bool // the binding's family, for showing an empty HostIP
 	Port          uint16
 	ContainerPort uint16
 	Reason        string
 }
 
 func (e *ConflictError) Error() string {
-	return fmt.Sprintf("cannot publish %s port %s:%d (to container port %d): %s; choose another host port or stop what uses it",
-		e.Proto, HostIPString(e.HostIP), e.Port, e.ContainerPort, e.Reason)
+	return fmt.Sprintf("cannot publish %s port %s (to container port %d): %s; choose another host port or stop what uses it",
+		e.Proto, HostAddrPort(e.HostIP, e.IPv6, e.Port), e.ContainerPort, e.Reason)
 }
 
-// HostIPString shows a binding's host IP the way Docker does: 0.0.0.0 for all.
-func HostIPString(ip netip.Addr) string {
-	if !ip.IsValid() {
+// HostIPString shows a binding's host IP the way Docker does: 0.0.0.0 or
+// :: for all addresses of the family.
+func HostIPString(ip netip.Addr, ipv6 bool) string {
+	switch {
+	case ip.IsValid():
+		return ip.String()
+	case ipv6:
+		return "::"
+	default:
 		return "0.0.0.0"
 	}
-	return ip.String()
+}
+
+// HostAddrPort is host IP and port as users write them: [::]:8080 for IPv6.
+func HostAddrPort(ip netip.Addr, ipv6 bool, port uint16) string {
+	if !ip.IsValid() {
+		ip = netip.IPv4Unspecified()
+		if ipv6 {
+			ip = netip.IPv6Unspecified()
+		}
+	}
+	return netip.AddrPortFrom(ip, port).String()
+}
+
+func (r Request) ipv6() bool { return r.ContainerIP.IsValid() && !r.ContainerIP.Unmap().Is4() }
+
+func (r Request) conflict(port uint16, reason string) error {
+	return &ConflictError{r.Proto, r.HostIP, r.ipv6(), port, r.ContainerPort, reason}
 }
 
 // Choose resolves every request to one published port. published holds the
 // ports ournet already publishes (for other endpoints): they are taken even
 // though no socket listens on them.
 func (c *Chooser) Choose(reqs []Request, containerIP netip.Addr, published []firewall.PublishedPort) ([]firewall.PublishedPort, error) {
+	reqs = append([]Request(nil), reqs...)
+	for i := range reqs {
+		if !reqs[i].ContainerIP.IsValid() {
+			reqs[i].ContainerIP = containerIP
+		}
+		if reqs[i].HostIP.IsValid() && reqs[i].HostIP.IsUnspecified() {
+			reqs[i].HostIP = netip.Addr{}
+		}
+	}
 	taken := append([]firewall.PublishedPort(nil), published...)
 	var out []firewall.PublishedPort
-	for i, r := range reqs {
-		if !r.ContainerIP.IsValid() {
-			r.ContainerIP = containerIP
+	for i := 0; i < len(reqs); i++ {
+		// A request and its IPv6 twin need one port free in both families.
+		group := reqs[i : i+1]
+		if i+1 < len(reqs) && reqs[i+1].SamePortAsPrevious {
+			group = reqs[i : i+2]
 		}
-		if r.HostIP.IsValid() && r.HostIP.IsUnspecified() {
-			r.HostIP = netip.Addr{}
-		}
-		if r.SamePortAsPrevious && i > 0 {
-			r.HostPort, r.HostPortEnd = out[i-1].HostPort, out[i-1].HostPort
-		}
-		p := firewall.PublishedPort{Proto: r.Proto, HostIP: r.HostIP, ContainerIP: r.ContainerIP, ContainerPort: r.ContainerPort}
-		port, err := c.pick(r, taken)
+		port, err := c.pick(group, taken)
 		if err != nil {
 			return nil, err
 		}
-		p.HostPort = port
-		taken = append(taken, p)
-		out = append(out, p)
+		for _, r := range group {
+			p := firewall.PublishedPort{Proto: r.Proto, HostIP: r.HostIP, HostPort: port, ContainerIP: r.ContainerIP, ContainerPort: r.ContainerPort}
+			taken = append(taken, p)
+			out = append(out, p)
+		}
+		i += len(group) - 1
 	}
 	sort.SliceStable(out, func(i, j int) bool { return Less(out[i], out[j]) })
 	return out, nil
 }
 
-func (c *Chooser) pick(r Request, taken []firewall.PublishedPort) (uint16, error) {
+// pick finds one host port free for every request of the group (a request
+// and maybe its IPv6 twin), from the first request's port or range.
+func (c *Chooser) pick(group []Request, taken []firewall.PublishedPort) (uint16, error) {
+	r := group[0]
+	freeForAll := func(port uint16) (Request, string) {
+		for _, g := range group {
+			if reason := c.busy(g, port, taken); reason != "" {
+				return g, reason
+			}
+		}
+		return Request{}, ""
+	}
 	if r.HostPort != 0 && r.HostPortEnd == r.HostPort {
-		if reason := c.busy(r, r.HostPort, taken); reason != "" {
-			return 0, &ConflictError{r.Proto, r.HostIP, r.HostPort, r.ContainerPort, reason}
+		if culprit, reason := freeForAll(r.HostPort); reason != "" {
+			return 0, culprit.conflict(r.HostPort, reason)
 		}
 		return r.HostPort, nil
 	}
@@ -177,11 +219,11 @@ func (c *Chooser) pick(r Request, taken []firewall.PublishedPort) (uint16, error
 	start := rand.IntN(size)
 	for i := 0; i < size; i++ {
 		port := first + uint16((start+i)%size)
-		if c.busy(r, port, taken) == "" {
+		if _, reason := freeForAll(port); reason == "" {
 			return port, nil
 		}
 	}
-	return 0, &ConflictError{r.Proto, r.HostIP, first, r.ContainerPort, fmt.Sprintf("every port from %d to %d is in use", first, last)}
+	return 0, r.conflict(first, fmt.Sprintf("every port from %d to %d is in use", first, last))
 }
 
 // busy says why port cannot serve r, or "" if it can. Bindings of different
@@ -193,9 +235,7 @@ func (c *Chooser) busy(r Request, port uint16, taken []firewall.PublishedPort) s
 			return "already published by ournet for " + t.ContainerIP.String()
 		}
 	}
-	// A twin reuses a port its IPv4 half just took; the host check there
-	// already covered both families.
-	if !r.SamePortAsPrevious && c.InUse != nil && c.InUse(r.Proto, r.HostIP, port) {
+	if c.InUse != nil && c.InUse(r.Proto, r.HostIP, r.ipv6(), port) {
 		return "already in use on the host"
 	}
 	return ""
@@ -217,5 +257,8 @@ func Less(a, b firewall.PublishedPort) bool {
 	if a.HostPort != b.HostPort {
 		return a.HostPort < b.HostPort
 	}
-	return a.HostIP.Less(b.HostIP)
+	if a.HostIP != b.HostIP {
+		return a.HostIP.Less(b.HostIP)
+	}
+	return a.ContainerIP.Less(b.ContainerIP) // IPv4 before IPv6
 }

@@ -202,7 +202,7 @@ func TestChooseInUse(t *testing.T) {
 		port  uint16
 	}
 	var asked []probe
-	c := &Chooser{InUse: func(proto string, ip netip.Addr, port uint16) bool {
+	c := &Chooser{InUse: func(proto string, ip netip.Addr, _ bool, port uint16) bool {
 		asked = append(asked, probe{proto, ip, port})
 		return proto == "tcp" && port == 22
 	}}
@@ -217,7 +217,7 @@ func TestChooseInUse(t *testing.T) {
 		t.Errorf("udp 22: %v", err)
 	}
 	// A range skips the busy ports.
-	c.InUse = func(_ string, _ netip.Addr, port uint16) bool { return port != 8085 }
+	c.InUse = func(_ string, _ netip.Addr, _ bool, port uint16) bool { return port != 8085 }
 	got, err := c.Choose([]Request{{Proto: "tcp", HostPort: 8080, HostPortEnd: 8090, ContainerPort: 80}}, containerIP, nil)
 	if err != nil || got[0].HostPort != 8085 {
 		t.Errorf("range with one free port: %+v, %v", got, err)
@@ -261,13 +261,13 @@ func TestChooseDefaultEphemeral(t *testing.T) {
 }
 
 func TestChooseRangeExhausted(t *testing.T) {
-	c := &Chooser{InUse: func(string, netip.Addr, uint16) bool { return true }}
+	c := &Chooser{InUse: func(string, netip.Addr, bool, uint16) bool { return true }}
 	_, err := c.Choose([]Request{{Proto: "tcp", HostPort: 8080, HostPortEnd: 8082, ContainerPort: 80}}, containerIP, nil)
 	if err == nil || !strings.Contains(err.Error(), "every port from 8080 to 8082 is in use") {
 		t.Errorf("err = %v", err)
 	}
 	// Upper edge of the port space.
-	c = &Chooser{InUse: func(_ string, _ netip.Addr, p uint16) bool { return p != 65535 }}
+	c = &Chooser{InUse: func(_ string, _ netip.Addr, _ bool, p uint16) bool { return p != 65535 }}
 	got, err := c.Choose([]Request{{Proto: "tcp", HostPort: 65530, HostPortEnd: 65535, ContainerPort: 80}}, containerIP, nil)
 	if err != nil || got[0].HostPort != 65535 {
 		t.Errorf("range up to 65535: %+v, %v", got, err)
@@ -327,4 +327,32 @@ func FuzzDecodeJSON(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A dual-stack binding (IPv4 request + IPv6 twin) needs a port free in both
+// families: with [::]:8080 taken, a range 8080-8081 must always give 8081.
+func TestChooseTwinNeedsPortFreeInBothFamilies(t *testing.T) {
+	c := &Chooser{}
+	v4, v6 := netip.MustParseAddr("172.30.0.5"), netip.MustParseAddr("fd00::5")
+	taken := []firewall.PublishedPort{{Proto: "tcp", HostPort: 8080, ContainerIP: netip.MustParseAddr("fd00::9"), ContainerPort: 80}}
+	for i := 0; i < 50; i++ {
+		got, err := c.Choose([]Request{
+			{Proto: "tcp", HostPort: 8080, HostPortEnd: 8081, ContainerPort: 80, ContainerIP: v4},
+			{Proto: "tcp", HostPort: 8080, HostPortEnd: 8081, ContainerPort: 80, ContainerIP: v6, SamePortAsPrevious: true},
+		}, v4, taken)
+		if err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+		if len(got) != 2 || got[0].HostPort != 8081 || got[1].HostPort != 8081 {
+			t.Fatalf("run %d: %+v, want both families on 8081", i, got)
+		}
+	}
+	// An IPv6 conflict names the IPv6 binding.
+	_, err := c.Choose([]Request{
+		{Proto: "tcp", HostPort: 8080, HostPortEnd: 8080, ContainerPort: 80, ContainerIP: v4},
+		{Proto: "tcp", HostPort: 8080, HostPortEnd: 8080, ContainerPort: 80, ContainerIP: v6, SamePortAsPrevious: true},
+	}, v4, taken)
+	if err == nil || !strings.Contains(err.Error(), "[::]:8080") {
+		t.Fatalf("err = %v, want it to name [::]:8080", err)
+	}
 }

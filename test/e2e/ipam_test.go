@@ -97,6 +97,12 @@ func TestIPAMSurvivesPluginRestart(t *testing.T) {
 	if got := containerIP(t, third, n); got != "172.204.0.4" {
 		t.Fatalf("third container got %s, want 172.204.0.4 (next after the two kept leases)", got)
 	}
+	// The pool ID the engine kept from before the restart still releases it.
+	docker(t, "rm", "-f", first, second, third)
+	docker(t, "network", "rm", n)
+	if state := must(t, "cat", "/var/lib/ournet/ipam.json"); strings.Contains(state, "172.204.0.0/24") {
+		t.Fatalf("the pool was not released after the restart:\n%s", state)
+	}
 }
 
 // Docker's own bridge driver can use ournet's IPAM.

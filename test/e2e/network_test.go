@@ -154,6 +154,11 @@ func TestInternalNetwork(t *testing.T) { forEachIPAM(t, testInternalNetwork) }
 func testInternalNetwork(t *testing.T, ipamDriver string) {
 	up := newHostNS(t, 2)
 	up.listenTCP(t, 9000)
+	// Positive control: the upstream answers a container of a normal network.
+	open := network(t, "-d", pluginName, "--ipam-driver", ipamDriver)
+	if out := mustExec(t, container(t, []string{"--net", open}), fmt.Sprintf("nc -w3 %s 9000 </dev/null", up.NSIP)); !strings.Contains(out, "upstream") {
+		t.Fatalf("the upstream does not answer a normal network: %q", out)
+	}
 	n := network(t, "-d", pluginName, "--ipam-driver", ipamDriver, "--internal")
 	a := container(t, []string{"--net", n})
 	b := web(t, "--net", n)

@@ -200,3 +200,34 @@ func TestPublishedPortIPv6(t *testing.T) {
 		t.Fatal("the IPv6 DNAT rule remains after docker rm -f")
 	}
 }
+
+// ournet.host_binding_ipv4 is the default host IP of a plain -p; an explicit
+// 0.0.0.0 still means every IPv4 address, and [::] only IPv6.
+func TestPublishHostBindingAndExplicitFamilies(t *testing.T) {
+	client := newHostNS(t, 7)
+	n := network(t, "-d", pluginName, "--ipv6", "--subnet", "172.233.0.0/24", "--subnet", "fd00:233::/64",
+		"-o", "ournet.host_binding_ipv4=127.0.0.1")
+	local := web(t, "--net", n, "-p", "18080:80")
+	everywhere := web(t, "--net", n, "-p", "0.0.0.0:18081:80")
+	v6only := web(t, "--net", n, "-p", "[::]:18082:80")
+
+	nat := iptablesSave(t, "nat")
+	if !hasLine(nat, "-A OURNET-PREROUTING ", "-d 127.0.0.1/32 ", "--dport 18080 ") {
+		t.Fatalf("plain -p on a host_binding_ipv4=127.0.0.1 network: no DNAT limited to 127.0.0.1:\n%s", nat)
+	}
+	eventually(t, 5*time.Second, "host_binding port on 127.0.0.1", func() error {
+		return wantBody(hostHTTPGet("127.0.0.1", 18080))(local)
+	})
+	if _, err := client.httpGet(t, client.HostIP, 18080); err == nil {
+		t.Fatal("a port bound to 127.0.0.1 answered on another host address")
+	}
+	eventually(t, 5*time.Second, "explicit 0.0.0.0 from outside", func() error {
+		return wantBody(client.httpGet(t, client.HostIP, 18081))(everywhere)
+	})
+	if hasLine(nat, "--dport 18082 ") {
+		t.Fatal("-p [::]:18082:80 installed an IPv4 rule")
+	}
+	eventually(t, 5*time.Second, "[::] binding over IPv6", func() error {
+		return wantBody(client.httpGet(t, client.HostIP6, 18082))(v6only)
+	})
+}

@@ -3,8 +3,10 @@
 package e2e
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // make uninstall with no ournet network left removes the plugin and every
@@ -17,24 +19,38 @@ func TestUninstallLeavesNothing(t *testing.T) {
 		t.Fatalf("uninstall with network %s in use should refuse and name it:\n%s", n, out)
 	}
 	docker(t, "network", "rm", n)
-	t.Cleanup(func() {
+	reinstall := func() {
 		if out, err := cmd(repoRoot+"/scripts/plugin.sh", "install", repoRoot+"/build/plugin"); err != nil {
 			t.Fatalf("reinstalling the plugin: %v\n%s", err, out)
 		}
-	})
+	}
 	if out, err := cmd(repoRoot+"/scripts/plugin.sh", "uninstall"); err != nil {
+		reinstall()
 		t.Fatalf("uninstall: %v\n%s", err, out)
 	}
-	for _, table := range []string{"filter", "nat"} {
-		if dump := iptablesSave(t, table); strings.Contains(dump, "OURNET") {
-			t.Fatalf("after uninstall the %s table still has ournet's chains:\n%s", table, dump)
+	leftovers := ""
+	for _, tool := range []string{"iptables-save", "ip6tables-save"} {
+		for _, table := range []string{"filter", "nat"} {
+			if dump := stdout(t, tool, "-t", table); strings.Contains(dump, "OURNET") {
+				leftovers += tool + " -t " + table + ":\n" + dump
+			}
 		}
 	}
 	for name := range linkNames(t) {
 		if isOurLink(name) {
-			t.Fatalf("after uninstall link %s remains", name)
+			leftovers += "link " + name + "\n"
 		}
 	}
+	reinstall()
+	if leftovers != "" {
+		t.Fatalf("after uninstall ournet left:\n%s", leftovers)
+	}
+	eventually(t, 10*time.Second, "chains back after reinstalling", func() error {
+		if !strings.Contains(iptablesSave(t, "filter"), "-A FORWARD -j OURNET-FORWARD") {
+			return fmt.Errorf("no FORWARD jump into OURNET-FORWARD yet")
+		}
+		return nil
+	})
 }
 
 func isOurLink(name string) bool {
