@@ -458,7 +458,7 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 	if err != nil {
 		return err
 	}
-	d.log.Debug("port map from the engine", "endpoint", shortID(req.EndpointID), "bindings", fmt.Sprintf("%+v", requests))
+	d.log.Debug("port map from the engine", "endpoint", shortID(req.EndpointID), "bindings", requests)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	ep, ok := d.st.Endpoints[req.EndpointID]
@@ -479,7 +479,7 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 			others = append(others, other.Ports...)
 		}
 	}
-	chosen, err := d.chooser.Choose(requests, ep.IPv4.Addr(), others)
+	chosen, err := d.chooser.Choose(requests, others)
 	if err != nil {
 		return err
 	}

@@ -13,45 +13,29 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	known := map[string]bool{}
-	for _, cfg := range d.st.Networks {
+	for id, cfg := range d.st.Networks {
 		known[cfg.Bridge] = true
-		if _, err := d.ensureBridge(cfg); err != nil {
-			d.log.Error("restoring bridge failed", "bridge", cfg.Bridge, "error", err)
-			continue
-		}
+		d.restoreNetwork(id, cfg)
 	}
 	for _, ep := range d.st.Endpoints {
 		host, peer := vethNames(ep.ID)
 		known[host], known[peer] = true, true
-		cfg := d.st.Networks[ep.NetworkID]
-		if cfg == nil || !ep.Joined {
-			continue
-		}
-		missing, err := d.links.EnsurePort(host, cfg.Bridge)
-		if err != nil {
-			d.log.Error("restoring veth failed", "veth", host, "error", err)
-		} else if missing {
-			// The container went away while we were down; the engine will
-			// send Leave/DeleteEndpoint, which clean up the rest.
-			d.log.Warn("veth of a joined endpoint is gone", "veth", host, "endpoint", shortID(ep.ID))
-		}
-	}
-	if d.stateTrusted {
-		names, err := d.links.Names(bridgePrefix, hostVethPrefix, peerVethPrefix)
-		if err != nil {
-			return err
-		}
-		for _, name := range names {
-			if !known[name] && isOurLinkName(name) {
-				d.log.Info("removing leftover ournet interface", "link", name)
-				d.logErr("remove leftover interface", d.links.DeleteLink(name), "link", name)
-			}
-		}
 	}
 	if !d.stateTrusted {
-		// An empty plan would wipe the rules of every running container.
-		d.log.Warn("firewall left as it is until the state is trusted again (see the error above)")
+		// We no longer know what is ours, and an empty plan would wipe the
+		// rules of every running container: leave links and rules alone.
+		d.log.Warn("links and firewall left as they are until the state is trusted again (see the error above)")
 		return nil
+	}
+	names, err := d.links.Names(bridgePrefix, hostVethPrefix, peerVethPrefix)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if !known[name] && isOurLinkName(name) {
+			d.log.Info("removing leftover ournet interface", "link", name)
+			d.logErr("remove leftover interface", d.links.DeleteLink(name), "link", name)
+		}
 	}
 	return d.applyFirewall(ctx)
 }
@@ -118,20 +102,31 @@ func (d *Driver) healLinks() bool {
 			continue
 		}
 		d.log.Info("bridge disappeared; re-creating it and re-attaching its containers", "bridge", cfg.Bridge)
-		if _, err := d.ensureBridge(cfg); err != nil {
-			d.log.Error("re-creating bridge failed", "bridge", cfg.Bridge, "error", err)
-			continue
-		}
-		for _, ep := range d.st.Endpoints {
-			if ep.NetworkID != id || !ep.Joined {
-				continue
-			}
-			host, _ := vethNames(ep.ID)
-			if _, err := d.links.EnsurePort(host, cfg.Bridge); err != nil {
-				d.log.Error("re-attaching veth failed", "veth", host, "error", err)
-			}
-		}
+		d.restoreNetwork(id, cfg)
 		repaired = true
 	}
 	return repaired
+}
+
+// restoreNetwork re-creates a network's bridge (addresses, kernel settings)
+// and re-attaches the veths of its joined endpoints; both are idempotent.
+func (d *Driver) restoreNetwork(id string, cfg *NetworkConfig) {
+	if _, err := d.ensureBridge(cfg); err != nil {
+		d.log.Error("restoring bridge failed", "bridge", cfg.Bridge, "error", err)
+		return
+	}
+	for _, ep := range d.st.Endpoints {
+		if ep.NetworkID != id || !ep.Joined {
+			continue
+		}
+		host, _ := vethNames(ep.ID)
+		missing, err := d.links.EnsurePort(host, cfg.Bridge)
+		if err != nil {
+			d.log.Error("re-attaching veth failed", "veth", host, "error", err)
+		} else if missing {
+			// The container went away while we were down; the engine will
+			// send Leave/DeleteEndpoint, which clean up the rest.
+			d.log.Warn("veth of a joined endpoint is gone", "veth", host, "endpoint", shortID(ep.ID))
+		}
+	}
 }

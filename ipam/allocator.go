@@ -165,13 +165,14 @@ func minSubnetBits(p netip.Prefix) int {
 // ReleasePool forgets a pool and its leases. Unknown IDs succeed: the engine
 // retries releases and must never get stuck on one.
 func (a *Allocator) ReleasePool(poolID string) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	a.releasePool(poolID)
 	return nil
 }
 
+// releasePool also says whether anything changed, so the driver saves only then.
 func (a *Allocator) releasePool(poolID string) (changed bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	p, ok := a.pools[poolID]
 	if !ok {
 		return false
@@ -233,13 +234,14 @@ func (a *Allocator) RequestAddress(poolID, preferred string, options map[string]
 // ReleaseAddress frees an address so it is handed out again. Unknown pools
 // and addresses succeed: a release may be retried.
 func (a *Allocator) ReleaseAddress(poolID, address string) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	_, err := a.releaseAddress(poolID, address)
 	return err
 }
 
+// releaseAddress also says whether anything changed, so the driver saves only then.
 func (a *Allocator) releaseAddress(poolID, address string) (changed bool, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	p, ok := a.pools[poolID]
 	if !ok {
 		return false, nil

@@ -65,8 +65,6 @@ func BenchmarkDriverRequestReleaseAddress(b *testing.B) {
 			b.Fatal(err)
 		}
 		if err := d.change(func() (bool, error) {
-			d.alloc.mu.Lock()
-			defer d.alloc.mu.Unlock()
 			return d.alloc.releaseAddress(id, addr)
 		}); err != nil {
 			b.Fatal(err)

@@ -122,8 +122,6 @@ func (d *Driver) RequestPool(r *api.RequestPoolRequest) (*api.RequestPoolRespons
 
 func (d *Driver) ReleasePool(r *api.ReleasePoolRequest) error {
 	err := d.change(func() (bool, error) {
-		d.alloc.mu.Lock()
-		defer d.alloc.mu.Unlock()
 		return d.alloc.releasePool(r.PoolID), nil
 	})
 	if err == nil {
@@ -148,8 +146,6 @@ func (d *Driver) RequestAddress(r *api.RequestAddressRequest) (*api.RequestAddre
 
 func (d *Driver) ReleaseAddress(r *api.ReleaseAddressRequest) error {
 	err := d.change(func() (bool, error) {
-		d.alloc.mu.Lock()
-		defer d.alloc.mu.Unlock()
 		return d.alloc.releaseAddress(r.PoolID, r.Address)
 	})
 	if err == nil {

@@ -24,7 +24,7 @@ type Request struct {
 	HostPort      uint16     // 0: choose one from the ephemeral range
 	HostPortEnd   uint16     // > HostPort: choose one free port in the range
 	ContainerPort uint16
-	// ContainerIP picks the address family; zero: Choose's containerIP.
+	// ContainerIP is where the port forwards to; it picks the address family.
 	ContainerIP netip.Addr
 	// SamePortAsPrevious: the IPv6 twin of the IPv4 request before it takes
 	// the same host port, as Docker does for a dual-stack -p.
@@ -152,15 +152,12 @@ func (r Request) conflict(port uint16, reason string) error {
 	return &ConflictError{r.Proto, r.HostIP, r.ipv6(), port, r.ContainerPort, reason}
 }
 
-// Choose resolves every request to one published port. published holds the
-// ports ournet already publishes (for other endpoints): they are taken even
-// though no socket listens on them.
-func (c *Chooser) Choose(reqs []Request, containerIP netip.Addr, published []firewall.PublishedPort) ([]firewall.PublishedPort, error) {
+// Choose resolves every request (each naming its ContainerIP) to one
+// published port. published holds the ports ournet already publishes (for
+// other endpoints): they are taken even though no socket listens on them.
+func (c *Chooser) Choose(reqs []Request, published []firewall.PublishedPort) ([]firewall.PublishedPort, error) {
 	reqs = append([]Request(nil), reqs...)
 	for i := range reqs {
-		if !reqs[i].ContainerIP.IsValid() {
-			reqs[i].ContainerIP = containerIP
-		}
 		if reqs[i].HostIP.IsValid() && reqs[i].HostIP.IsUnspecified() {
 			reqs[i].HostIP = netip.Addr{}
 		}

@@ -131,7 +131,7 @@ func TestChooseConflicts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.req.ContainerPort = 80
 			c := &Chooser{}
-			got, err := c.Choose([]Request{tt.req}, containerIP, []firewall.PublishedPort{tt.taken})
+			got, err := choose(c, []Request{tt.req}, containerIP, []firewall.PublishedPort{tt.taken})
 			if !tt.conflict {
 				if err != nil {
 					t.Fatalf("conflict reported: %v", err)
@@ -155,7 +155,7 @@ func TestChooseConflicts(t *testing.T) {
 
 func TestChooseResult(t *testing.T) {
 	c := &Chooser{}
-	got, err := c.Choose([]Request{
+	got, err := choose(c, []Request{
 		{Proto: "udp", HostPort: 53, HostPortEnd: 53, ContainerPort: 53},
 		{Proto: "tcp", HostIP: addr("0.0.0.0"), HostPort: 80, HostPortEnd: 80, ContainerPort: 8080},
 		{Proto: "tcp", HostIP: addr("127.0.0.1"), HostPort: 443, HostPortEnd: 443, ContainerPort: 8443},
@@ -175,7 +175,7 @@ func TestChooseResult(t *testing.T) {
 
 func TestChooseWithinOneRequest(t *testing.T) {
 	c := &Chooser{}
-	_, err := c.Choose([]Request{
+	_, err := choose(c, []Request{
 		{Proto: "tcp", HostPort: 8080, HostPortEnd: 8080, ContainerPort: 80},
 		{Proto: "tcp", HostPort: 8080, HostPortEnd: 8080, ContainerPort: 81},
 	}, containerIP, nil)
@@ -183,7 +183,7 @@ func TestChooseWithinOneRequest(t *testing.T) {
 		t.Fatal("two bindings of one host port in one request were accepted")
 	}
 	// Two ranges in one request get different ports.
-	got, err := c.Choose([]Request{
+	got, err := choose(c, []Request{
 		{Proto: "tcp", HostPort: 9000, HostPortEnd: 9001, ContainerPort: 80},
 		{Proto: "tcp", HostPort: 9000, HostPortEnd: 9001, ContainerPort: 81},
 	}, containerIP, nil)
@@ -206,19 +206,19 @@ func TestChooseInUse(t *testing.T) {
 		asked = append(asked, probe{proto, ip, port})
 		return proto == "tcp" && port == 22
 	}}
-	_, err := c.Choose([]Request{{Proto: "tcp", HostIP: addr("127.0.0.1"), HostPort: 22, HostPortEnd: 22, ContainerPort: 22}}, containerIP, nil)
+	_, err := choose(c, []Request{{Proto: "tcp", HostIP: addr("127.0.0.1"), HostPort: 22, HostPortEnd: 22, ContainerPort: 22}}, containerIP, nil)
 	if err == nil || !strings.Contains(err.Error(), "in use on the host") || !strings.Contains(err.Error(), "127.0.0.1:22") {
 		t.Errorf("err = %v, want the port in use on the host", err)
 	}
 	if len(asked) != 1 || asked[0] != (probe{"tcp", addr("127.0.0.1"), 22}) {
 		t.Errorf("InUse asked %+v", asked)
 	}
-	if _, err := c.Choose([]Request{{Proto: "udp", HostPort: 22, HostPortEnd: 22, ContainerPort: 22}}, containerIP, nil); err != nil {
+	if _, err := choose(c, []Request{{Proto: "udp", HostPort: 22, HostPortEnd: 22, ContainerPort: 22}}, containerIP, nil); err != nil {
 		t.Errorf("udp 22: %v", err)
 	}
 	// A range skips the busy ports.
 	c.InUse = func(_ string, _ netip.Addr, _ bool, port uint16) bool { return port != 8085 }
-	got, err := c.Choose([]Request{{Proto: "tcp", HostPort: 8080, HostPortEnd: 8090, ContainerPort: 80}}, containerIP, nil)
+	got, err := choose(c, []Request{{Proto: "tcp", HostPort: 8080, HostPortEnd: 8090, ContainerPort: 80}}, containerIP, nil)
 	if err != nil || got[0].HostPort != 8085 {
 		t.Errorf("range with one free port: %+v, %v", got, err)
 	}
@@ -229,7 +229,7 @@ func TestChooseEphemeral(t *testing.T) {
 	seen := map[uint16]bool{}
 	var taken []firewall.PublishedPort
 	for i := 0; i < 10; i++ {
-		got, err := c.Choose([]Request{{Proto: "tcp", ContainerPort: 80}}, containerIP, taken)
+		got, err := choose(c, []Request{{Proto: "tcp", ContainerPort: 80}}, containerIP, taken)
 		if err != nil {
 			t.Fatalf("pick %d: %v", i, err)
 		}
@@ -240,20 +240,20 @@ func TestChooseEphemeral(t *testing.T) {
 		seen[p] = true
 		taken = append(taken, got...)
 	}
-	_, err := c.Choose([]Request{{Proto: "tcp", ContainerPort: 80}}, containerIP, taken)
+	_, err := choose(c, []Request{{Proto: "tcp", ContainerPort: 80}}, containerIP, taken)
 	var ce *ConflictError
 	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "every port from 50000 to 50009 is in use") {
 		t.Errorf("exhausted range: err = %v", err)
 	}
 	// Other protocols still have the whole range.
-	if _, err := c.Choose([]Request{{Proto: "udp", ContainerPort: 80}}, containerIP, taken); err != nil {
+	if _, err := choose(c, []Request{{Proto: "udp", ContainerPort: 80}}, containerIP, taken); err != nil {
 		t.Errorf("udp: %v", err)
 	}
 }
 
 func TestChooseDefaultEphemeral(t *testing.T) {
 	for _, c := range []*Chooser{{}, {EphemeralFirst: 60000, EphemeralLast: 50000}} {
-		got, err := c.Choose([]Request{{Proto: "tcp", ContainerPort: 80}}, containerIP, nil)
+		got, err := choose(c, []Request{{Proto: "tcp", ContainerPort: 80}}, containerIP, nil)
 		if err != nil || got[0].HostPort < 32768 || got[0].HostPort > 60999 {
 			t.Errorf("chooser %+v: %+v, %v, want a port in 32768-60999", c, got, err)
 		}
@@ -262,13 +262,13 @@ func TestChooseDefaultEphemeral(t *testing.T) {
 
 func TestChooseRangeExhausted(t *testing.T) {
 	c := &Chooser{InUse: func(string, netip.Addr, bool, uint16) bool { return true }}
-	_, err := c.Choose([]Request{{Proto: "tcp", HostPort: 8080, HostPortEnd: 8082, ContainerPort: 80}}, containerIP, nil)
+	_, err := choose(c, []Request{{Proto: "tcp", HostPort: 8080, HostPortEnd: 8082, ContainerPort: 80}}, containerIP, nil)
 	if err == nil || !strings.Contains(err.Error(), "every port from 8080 to 8082 is in use") {
 		t.Errorf("err = %v", err)
 	}
 	// Upper edge of the port space.
 	c = &Chooser{InUse: func(_ string, _ netip.Addr, _ bool, p uint16) bool { return p != 65535 }}
-	got, err := c.Choose([]Request{{Proto: "tcp", HostPort: 65530, HostPortEnd: 65535, ContainerPort: 80}}, containerIP, nil)
+	got, err := choose(c, []Request{{Proto: "tcp", HostPort: 65530, HostPortEnd: 65535, ContainerPort: 80}}, containerIP, nil)
 	if err != nil || got[0].HostPort != 65535 {
 		t.Errorf("range up to 65535: %+v, %v", got, err)
 	}
@@ -316,7 +316,7 @@ func FuzzDecodeJSON(f *testing.F) {
 			}
 		}
 		c := &Chooser{EphemeralFirst: 60000, EphemeralLast: 60010}
-		if got, err := c.Choose(reqs, containerIP, nil); err == nil {
+		if got, err := choose(c, reqs, containerIP, nil); err == nil {
 			if len(got) != len(reqs) {
 				t.Errorf("Choose returned %d ports for %d requests", len(got), len(reqs))
 			}
@@ -336,7 +336,7 @@ func TestChooseTwinNeedsPortFreeInBothFamilies(t *testing.T) {
 	v4, v6 := netip.MustParseAddr("172.30.0.5"), netip.MustParseAddr("fd00::5")
 	taken := []firewall.PublishedPort{{Proto: "tcp", HostPort: 8080, ContainerIP: netip.MustParseAddr("fd00::9"), ContainerPort: 80}}
 	for i := 0; i < 50; i++ {
-		got, err := c.Choose([]Request{
+		got, err := choose(c, []Request{
 			{Proto: "tcp", HostPort: 8080, HostPortEnd: 8081, ContainerPort: 80, ContainerIP: v4},
 			{Proto: "tcp", HostPort: 8080, HostPortEnd: 8081, ContainerPort: 80, ContainerIP: v6, SamePortAsPrevious: true},
 		}, v4, taken)
@@ -348,11 +348,22 @@ func TestChooseTwinNeedsPortFreeInBothFamilies(t *testing.T) {
 		}
 	}
 	// An IPv6 conflict names the IPv6 binding.
-	_, err := c.Choose([]Request{
+	_, err := choose(c, []Request{
 		{Proto: "tcp", HostPort: 8080, HostPortEnd: 8080, ContainerPort: 80, ContainerIP: v4},
 		{Proto: "tcp", HostPort: 8080, HostPortEnd: 8080, ContainerPort: 80, ContainerIP: v6, SamePortAsPrevious: true},
 	}, v4, taken)
 	if err == nil || !strings.Contains(err.Error(), "[::]:8080") {
 		t.Fatalf("err = %v, want it to name [::]:8080", err)
 	}
+}
+
+// choose addresses the requests that name no container to ip, then chooses.
+func choose(c *Chooser, reqs []Request, ip netip.Addr, published []firewall.PublishedPort) ([]firewall.PublishedPort, error) {
+	reqs = append([]Request(nil), reqs...)
+	for i := range reqs {
+		if !reqs[i].ContainerIP.IsValid() {
+			reqs[i].ContainerIP = ip
+		}
+	}
+	return c.Choose(reqs, published)
 }
