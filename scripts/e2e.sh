@@ -2,7 +2,7 @@
 # End-to-end suite on one engine: starts the engine (ENGINE=debian|moby29), builds and installs the
 # plugin, builds the test image, then runs test/e2e (build tag e2e) against the default socket.
 # The tests read OURNET_ENGINE and restart the engine with `scripts/engine.sh restart`.
-# The engine keeps running afterwards for inspection, unless E2E_STOP_ENGINE=1.
+# Afterwards it uninstalls the plugin and stops the engine, unless E2E_KEEP=1.
 set -euo pipefail
 
 export PATH="/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:${PATH:-}"
@@ -40,7 +40,13 @@ if ((status == 0)); then
 	}
 fi
 
-if [[ ${E2E_STOP_ENGINE:-0} == 1 ]]; then
+# Leave the host as we found it: no plugin, no OURNET-* chains, no engine. E2E_KEEP=1 keeps all of
+# it for inspection. Uninstall refuses while networks use ournet, so a test that leaked one fails here.
+if [[ ${E2E_KEEP:-0} != 1 ]]; then
+	if ! scripts/plugin.sh uninstall; then
+		echo "e2e.sh: the suite left ournet networks behind on $engine" >&2
+		status=1
+	fi
 	ENGINE=$engine scripts/engine.sh stop
 fi
 if ((status != 0)); then
