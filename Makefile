@@ -9,7 +9,7 @@ PLUGIN_DIR ?= build/plugin
 FUZZTIME ?= 10s
 ENGINES := $(or $(ENGINE),debian moby29)
 
-.PHONY: build plugin install uninstall logs ports demo unit integration e2e test bench fuzz clean
+.PHONY: build plugin install uninstall logs ports demo unit integration e2e test bench faults fuzz clean
 
 build:
 	$(GO) build ./...
@@ -52,6 +52,10 @@ test: unit integration
 
 bench:
 	scripts/bench.sh
+
+# Request streams during plugin kill, disable/enable, dockerd restart, flushes, a deleted bridge.
+faults:
+	scripts/bench.sh faults
 
 fuzz:
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ournet/ournet/test/faults"
 )
 
 const image = "ournet-test:latest"
@@ -24,6 +26,9 @@ var (
 	rounds    = flag.Int("rounds", 5, "pairs measured per row (the median is printed)")
 	endpoints = flag.Int("endpoints", 50, "containers attached for the plugin memory row")
 	engine    = flag.String("engine", envOr("OURNET_ENGINE", "debian"), "engine name printed in the header")
+	faultRun  = flag.Bool("faults", false, "print the fault-injection table instead (requests sent, failed, longest gap)")
+	probe     = flag.String("probe", "", "probe binary built for the host (for -faults)")
+	repo      = flag.String("repo", ".", "repository root (for -faults: scripts/engine.sh)")
 )
 
 func envOr(k, def string) string {
@@ -38,6 +43,10 @@ func main() {
 	version, err := run("docker", "version", "-f", "{{.Server.Version}}")
 	if err != nil {
 		fail(err)
+	}
+	if *faultRun {
+		faultTable(version)
+		return
 	}
 	fmt.Printf("ournet benchmark on engine %s (Docker %s), %d rounds per row, median times on this machine (%s)\n\n",
 		*engine, version, *rounds, hostSummary())
@@ -174,6 +183,25 @@ func pluginRSS() string {
 		}
 	}
 	return "unknown"
+}
+
+// faultTable runs every fault of test/faults with the request streams around
+// it and prints what the streams saw.
+func faultTable(version string) {
+	if *probe == "" {
+		fail(fmt.Errorf("-faults needs -probe PATH"))
+	}
+	fmt.Printf("ournet under faults on engine %s (Docker %s), %s: four streams, one request each 50ms (1s timeout)\n\n",
+		*engine, version, hostSummary())
+	results, err := faults.Run(faults.Config{
+		Repo: *repo, Engine: *engine, Plugin: "ournet/driver:latest", Driver: "ournet", Image: image,
+		Probe: *probe, Prefix: "bench-", Subnet: "172.231.0.0/24", Octet: 70, HostPort: 18070,
+		Log: func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) },
+	}, faults.All())
+	fmt.Print(faults.Table(results))
+	if err != nil {
+		fail(err)
+	}
 }
 
 func hostSummary() string {
