@@ -23,8 +23,8 @@ import (
 // Links is the link mechanism (driver/bridge on the host, fakes in tests).
 type Links interface {
 	EnsureBridge(name string, mtu int, gateways []netip.Prefix) (created bool, err error)
-	AddVeth(hostName, peerName, bridgeName string, mtu int, peerMAC net.HardwareAddr) error
-	EnsurePort(hostName, bridgeName string) (missing bool, err error)
+	AddVeth(hostName, peerName, bridgeName string, mtu int, peerMAC net.HardwareAddr, isolated bool) error
+	EnsurePort(hostName, bridgeName string, isolated bool) (missing bool, err error)
 	DeleteLink(name string) error
 	Exists(name string) (bool, error)
 	Names(prefixes ...string) ([]string, error)
@@ -415,7 +415,7 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	if ep.MAC != "" {
 		mac, _ = net.ParseMAC(ep.MAC)
 	}
-	if err := d.links.AddVeth(host, peer, cfg.Bridge, cfg.MTU, mac); err != nil {
+	if err := d.links.AddVeth(host, peer, cfg.Bridge, cfg.MTU, mac, cfg.isolatedPorts()); err != nil {
 		return nil, err
 	}
 	ep.Joined = true

@@ -27,6 +27,7 @@ type fakeLink struct {
 	Gateways []netip.Prefix
 	MAC      string
 	Peer     string
+	Isolated bool // bridge port isolation (icc=false)
 }
 
 // fakeLinks is an in-memory Links. fail makes the n-th call (1-based) of a
@@ -113,7 +114,7 @@ func (f *fakeLinks) EnsureBridge(name string, mtu int, gateways []netip.Prefix) 
 	return true, nil
 }
 
-func (f *fakeLinks) AddVeth(hostName, peerName, bridgeName string, mtu int, peerMAC net.HardwareAddr) error {
+func (f *fakeLinks) AddVeth(hostName, peerName, bridgeName string, mtu int, peerMAC net.HardwareAddr, isolated bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.call("AddVeth"); err != nil {
@@ -132,12 +133,12 @@ func (f *fakeLinks) AddVeth(hostName, peerName, bridgeName string, mtu int, peer
 	if mtu == 0 {
 		mtu = br.MTU
 	}
-	f.links[hostName] = &fakeLink{Kind: "veth", MTU: mtu, Master: bridgeName, Peer: peerName}
+	f.links[hostName] = &fakeLink{Kind: "veth", MTU: mtu, Master: bridgeName, Peer: peerName, Isolated: isolated}
 	f.links[peerName] = &fakeLink{Kind: "veth", MTU: mtu, MAC: peerMAC.String(), Peer: hostName}
 	return nil
 }
 
-func (f *fakeLinks) EnsurePort(hostName, bridgeName string) (bool, error) {
+func (f *fakeLinks) EnsurePort(hostName, bridgeName string, isolated bool) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.call("EnsurePort"); err != nil {
@@ -151,6 +152,7 @@ func (f *fakeLinks) EnsurePort(hostName, bridgeName string) (bool, error) {
 		return false, fmt.Errorf("find bridge %s: not found", bridgeName)
 	}
 	l.Master = bridgeName
+	l.Isolated = isolated
 	return false, nil
 }
 

@@ -46,6 +46,10 @@ func (cfg *NetworkConfig) gateways() []netip.Prefix {
 	return out
 }
 
+// isolatedPorts: icc=false is enforced on the bridge ports themselves, since
+// the iptables DROP sees bridged frames only with br_netfilter enabled.
+func (cfg *NetworkConfig) isolatedPorts() bool { return !cfg.ICC }
+
 // firewallPlan is the whole firewall as data: every network with the ports
 // its endpoints publish. The firewall package renders rules from it.
 func firewallPlan(networks map[string]*NetworkConfig, endpoints map[string]*Endpoint) []firewall.Network {

@@ -120,7 +120,7 @@ func (d *Driver) restoreNetwork(id string, cfg *NetworkConfig) {
 			continue
 		}
 		host, _ := vethNames(ep.ID)
-		missing, err := d.links.EnsurePort(host, cfg.Bridge)
+		missing, err := d.links.EnsurePort(host, cfg.Bridge, cfg.isolatedPorts())
 		if err != nil {
 			d.log.Error("re-attaching veth failed", "veth", host, "error", err)
 		} else if missing {

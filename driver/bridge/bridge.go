@@ -73,7 +73,9 @@ func (l *Links) EnsureBridge(name string, mtu int, gateways []netip.Prefix) (cre
 // AddVeth creates a veth pair, attaches hostName to the bridge and brings it
 // up. The peer stays down in this namespace; the engine moves it into the
 // container. Hairpin mode lets a container reach its own published port.
-func (l *Links) AddVeth(hostName, peerName, bridgeName string, mtu int, peerMAC net.HardwareAddr) error {
+// An isolated port forwards to no other isolated port of the bridge, only to
+// the bridge device itself (see setPortFlags).
+func (l *Links) AddVeth(hostName, peerName, bridgeName string, mtu int, peerMAC net.HardwareAddr, isolated bool) error {
 	br, err := l.h.LinkByName(bridgeName)
 	if err != nil {
 		return fmt.Errorf("find bridge %s: %w", bridgeName, err)
@@ -104,8 +106,8 @@ func (l *Links) AddVeth(hostName, peerName, bridgeName string, mtu int, peerMAC 
 	if err := l.h.LinkSetMaster(host, br); err != nil {
 		return fail(fmt.Errorf("attach %s to %s: %w", hostName, bridgeName, err))
 	}
-	if err := l.h.LinkSetHairpin(host, true); err != nil {
-		return fail(fmt.Errorf("hairpin mode on %s: %w", hostName, err))
+	if err := l.setPortFlags(host, isolated); err != nil {
+		return fail(err)
 	}
 	if err := l.h.LinkSetUp(host); err != nil {
 		return fail(fmt.Errorf("bring up %s: %w", hostName, err))
@@ -114,8 +116,9 @@ func (l *Links) AddVeth(hostName, peerName, bridgeName string, mtu int, peerMAC 
 }
 
 // EnsurePort re-attaches an existing host-side veth to its bridge (used when
-// reconciling after a restart). A missing veth is reported as missing=true.
-func (l *Links) EnsurePort(hostName, bridgeName string) (missing bool, err error) {
+// reconciling after a restart) and sets its port flags as AddVeth does. A
+// missing veth is reported as missing=true.
+func (l *Links) EnsurePort(hostName, bridgeName string, isolated bool) (missing bool, err error) {
 	host, err := l.h.LinkByName(hostName)
 	if isNotFound(err) {
 		return true, nil
@@ -132,12 +135,33 @@ func (l *Links) EnsurePort(hostName, bridgeName string) (missing bool, err error
 			return false, fmt.Errorf("attach %s to %s: %w", hostName, bridgeName, err)
 		}
 	}
+	// Always: a port re-attached to a re-created bridge starts with no flags,
+	// and a port made by an older ournet was never isolated.
+	if err := l.setPortFlags(host, isolated); err != nil {
+		return false, err
+	}
 	if host.Attrs().Flags&net.FlagUp == 0 {
 		if err := l.h.LinkSetUp(host); err != nil {
 			return false, err
 		}
 	}
 	return false, nil
+}
+
+// setPortFlags sets the bridge port flags of a container's veth. Isolation
+// (`bridge link set dev X isolated on`) keeps icc=false networks apart at L2,
+// so it holds even when bridged frames skip iptables
+// (net.bridge.bridge-nf-call-iptables=0); isolated ports still reach the
+// bridge device, hence the gateway, the host and routed traffic.
+func (l *Links) setPortFlags(port netlink.Link, isolated bool) error {
+	name := port.Attrs().Name
+	if err := l.h.LinkSetHairpin(port, true); err != nil {
+		return fmt.Errorf("hairpin mode on %s: %w", name, err)
+	}
+	if err := l.h.LinkSetIsolated(port, isolated); err != nil {
+		return fmt.Errorf("set bridge port isolation %v on %s (icc=false needs a kernel of 4.18 or later): %w", isolated, name, err)
+	}
+	return nil
 }
 
 // DeleteLink removes an interface; one that is already gone is not an error.

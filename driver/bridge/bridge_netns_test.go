@@ -21,6 +21,12 @@ var netnsCount atomic.Int32
 // deleted when the test ends. The host's links are never touched.
 func testLinks(t *testing.T) (*Links, *netlink.Handle) {
 	t.Helper()
+	return linksIn(t, newTestNetns(t))
+}
+
+// newTestNetns makes a named network namespace deleted when the test ends.
+func newTestNetns(t *testing.T) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a network namespace")
 	}
@@ -36,6 +42,12 @@ func testLinks(t *testing.T) (*Links, *netlink.Handle) {
 			t.Errorf("ip netns del %s: %v: %s", name, err, out)
 		}
 	})
+	return name
+}
+
+// linksIn returns Links and a netlink handle bound to the named namespace.
+func linksIn(t *testing.T, name string) (*Links, *netlink.Handle) {
+	t.Helper()
 	ns, err := netns.GetFromName(name)
 	if err != nil {
 		t.Fatalf("open netns %s: %v", name, err)
@@ -147,7 +159,7 @@ func TestNetnsAddVeth(t *testing.T) {
 		t.Fatal(err)
 	}
 	mac, _ := net.ParseMAC("02:42:0a:0a:00:05")
-	if err := links.AddVeth("onv0001", "onc0001", "on-test", 0, mac); err != nil {
+	if err := links.AddVeth("onv0001", "onc0001", "on-test", 0, mac, false); err != nil {
 		t.Fatal(err)
 	}
 	br := mustLink(t, h, "on-test")
@@ -165,26 +177,29 @@ func TestNetnsAddVeth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !pi.Hairpin {
-		t.Error("hairpin mode is off: a container cannot reach its own published port")
+	if !pi.Hairpin || pi.Isolated {
+		t.Errorf("port flags %v, want hairpin (a container reaches its own published port) and not isolated", pi)
 	}
 	peer := mustLink(t, h, "onc0001")
 	if peer.Type() != "veth" || peer.Attrs().HardwareAddr.String() != mac.String() || peer.Attrs().MTU != 1400 {
 		t.Errorf("peer: type %s MAC %s MTU %d", peer.Type(), peer.Attrs().HardwareAddr, peer.Attrs().MTU)
 	}
 
-	// An explicit MTU wins over the bridge's.
-	if err := links.AddVeth("onv0002", "onc0002", "on-test", 1300, nil); err != nil {
+	// An explicit MTU wins over the bridge's; an icc=false port is isolated.
+	if err := links.AddVeth("onv0002", "onc0002", "on-test", 1300, nil, true); err != nil {
 		t.Fatal(err)
 	}
 	if mtu := mustLink(t, h, "onc0002").Attrs().MTU; mtu != 1300 {
 		t.Errorf("peer MTU %d, want 1300", mtu)
 	}
+	if pi, err := h.LinkGetProtinfo(mustLink(t, h, "onv0002")); err != nil || !pi.Hairpin || !pi.Isolated {
+		t.Errorf("icc=false port flags %v, %v, want hairpin and isolated", pi, err)
+	}
 
-	if err := links.AddVeth("onv0001", "onc0009", "on-test", 0, nil); err == nil {
+	if err := links.AddVeth("onv0001", "onc0009", "on-test", 0, nil, false); err == nil {
 		t.Error("AddVeth over an existing name succeeded")
 	}
-	if err := links.AddVeth("onv0003", "onc0003", "on-missing", 0, nil); err == nil || !strings.Contains(err.Error(), "on-missing") {
+	if err := links.AddVeth("onv0003", "onc0003", "on-missing", 0, nil, false); err == nil || !strings.Contains(err.Error(), "on-missing") {
 		t.Errorf("AddVeth to a missing bridge: %v", err)
 	}
 	if _, err := h.LinkByName("onv0003"); err == nil {
@@ -197,7 +212,7 @@ func TestNetnsEnsurePort(t *testing.T) {
 	if _, err := links.EnsureBridge("on-test", 0, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := links.AddVeth("onv0001", "onc0001", "on-test", 0, nil); err != nil {
+	if err := links.AddVeth("onv0001", "onc0001", "on-test", 0, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	host := mustLink(t, h, "onv0001")
@@ -207,7 +222,7 @@ func TestNetnsEnsurePort(t *testing.T) {
 	if err := h.LinkSetDown(host); err != nil {
 		t.Fatal(err)
 	}
-	missing, err := links.EnsurePort("onv0001", "on-test")
+	missing, err := links.EnsurePort("onv0001", "on-test", false)
 	if err != nil || missing {
 		t.Fatalf("EnsurePort = %v, %v", missing, err)
 	}
@@ -215,11 +230,38 @@ func TestNetnsEnsurePort(t *testing.T) {
 	if host.Attrs().MasterIndex != mustLink(t, h, "on-test").Attrs().Index || host.Attrs().Flags&net.FlagUp == 0 {
 		t.Errorf("veth not re-attached and up: master %d flags %v", host.Attrs().MasterIndex, host.Attrs().Flags)
 	}
-	missing, err = links.EnsurePort("onv0404", "on-test")
+	// Re-attaching to a re-created bridge resets the port flags: EnsurePort
+	// sets them again, isolation both ways (icc=false, and icc=true).
+	for _, isolated := range []bool{true, false} {
+		if err := links.DeleteLink("on-test"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := links.EnsureBridge("on-test", 0, nil); err != nil {
+			t.Fatal(err)
+		}
+		if missing, err := links.EnsurePort("onv0001", "on-test", isolated); err != nil || missing {
+			t.Fatalf("EnsurePort(isolated %v) = %v, %v", isolated, missing, err)
+		}
+		pi, err := h.LinkGetProtinfo(mustLink(t, h, "onv0001"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !pi.Hairpin || pi.Isolated != isolated {
+			t.Errorf("EnsurePort(isolated %v): port flags %v", isolated, pi)
+		}
+	}
+	// A port of an older ournet, on its bridge but never isolated.
+	if _, err := links.EnsurePort("onv0001", "on-test", true); err != nil {
+		t.Fatal(err)
+	}
+	if pi, err := h.LinkGetProtinfo(mustLink(t, h, "onv0001")); err != nil || !pi.Isolated {
+		t.Errorf("EnsurePort on an attached port: flags %v, %v, want isolated", pi, err)
+	}
+	missing, err = links.EnsurePort("onv0404", "on-test", false)
 	if err != nil || !missing {
 		t.Errorf("EnsurePort of a missing veth = %v, %v, want missing", missing, err)
 	}
-	if _, err := links.EnsurePort("onv0001", "on-gone"); err == nil {
+	if _, err := links.EnsurePort("onv0001", "on-gone", false); err == nil {
 		t.Error("EnsurePort to a missing bridge succeeded")
 	}
 }
@@ -229,7 +271,7 @@ func TestNetnsDeleteLink(t *testing.T) {
 	if _, err := links.EnsureBridge("on-test", 0, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := links.AddVeth("onv0001", "onc0001", "on-test", 0, nil); err != nil {
+	if err := links.AddVeth("onv0001", "onc0001", "on-test", 0, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := links.DeleteLink("onv0001"); err != nil {
@@ -261,7 +303,7 @@ func TestNetnsNames(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := links.AddVeth("onv0001", "onc0001", "on-a", 0, nil); err != nil {
+	if err := links.AddVeth("onv0001", "onc0001", "on-a", 0, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	addPlainVeth(t, h, "other0", "other1")
