@@ -8,6 +8,8 @@
 //	probe udp-echo :PORT                        sends every datagram back to its sender
 //	probe udp-send IP:PORT MSG -timeout 3s      sends MSG, prints the reply
 //	probe tcp-connect IP:PORT -timeout 3s       prints "connected" if a TCP connection opens
+//	probe raw-syn -iface IFACE -dst-mac MAC -src SRCIP -dst DSTIP:PORT [-count N]
+//	                                            sends N (3) hand-made TCP SYN frames via AF_PACKET, prints "sent N"
 //
 // Exit status: 0 on success, 1 on a network failure, 2 on bad usage.
 package main
@@ -35,6 +37,7 @@ func main() {
 		"udp-echo":    udpEcho,
 		"udp-send":    udpSend,
 		"tcp-connect": tcpConnect,
+		"raw-syn":     rawSYN,
 	}
 	run, ok := commands[os.Args[1]]
 	if !ok {
@@ -51,7 +54,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: probe serve-tcp|throughput|http-serve|get|udp-echo|udp-send|tcp-connect ARGS (see source)")
+	fmt.Fprintln(os.Stderr, "usage: probe serve-tcp|throughput|http-serve|get|udp-echo|udp-send|tcp-connect|raw-syn ARGS (see source)")
 	os.Exit(2)
 }
 
