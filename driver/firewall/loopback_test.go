@@ -30,7 +30,11 @@ func buildProbe(t *testing.T) string {
 			return
 		}
 		probePath = filepath.Join(dir, "probe")
-		cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", probePath, "../../test/image/probe")
+		goCmd, err := exec.LookPath("go")
+		if err != nil {
+			goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		cmd := exec.Command(goCmd, "build", "-o", probePath, "../../test/image/probe")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			probeErr = &buildError{err: err, out: string(out)}
