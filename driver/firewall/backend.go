@@ -137,7 +137,7 @@ func (b Backend) run(ctx context.Context, stdin string, tool string, args ...str
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err = cmd.Run()
-	if err != nil && ctx.Err() == context.DeadlineExceeded {
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		err = fmt.Errorf("did not finish within %s and was killed (is iptables stuck? see `ps` for iptables processes): %w", timeout, err)
 	}
 	return out.String(), errOut.String(), err
@@ -155,7 +155,7 @@ func tool(f Family, name string) string {
 func (b Backend) save(ctx context.Context, f Family) (string, error) {
 	stdout, stderr, err := b.run(ctx, "", tool(f, "save"))
 	if err != nil {
-		return "", fmt.Errorf("%s %s (%s backend): %w: %s", f, tool(f, "save"), b, err, strings.TrimSpace(stderr))
+		return "", fmt.Errorf("%s %s (%s backend): %w%s", f, tool(f, "save"), b, err, said(stderr))
 	}
 	return stdout, nil
 }
@@ -173,8 +173,16 @@ func (b Backend) restore(ctx context.Context, f Family, input string) error {
 		return fmt.Errorf("%w: another program has held the xtables lock (%s) for %ds; try again (%s %s, %s backend: %s)",
 			ErrBusy, xtablesLock, wait, f, tool(f, "restore"), b, out)
 	}
-	return fmt.Errorf("%s %s --noflush (%s backend)%s: %w: %s",
-		f, tool(f, "restore"), b, failedAt(input, out), err, out)
+	return fmt.Errorf("%s %s --noflush (%s backend)%s: %w%s",
+		f, tool(f, "restore"), b, failedAt(input, out), err, said(out))
+}
+
+// said appends what the tool printed, if anything, to an error.
+func said(output string) string {
+	if output = strings.TrimSpace(output); output != "" {
+		return ": " + output
+	}
+	return ""
 }
 
 // failedAt finds the line iptables-restore complained about ("line 5 failed",
