@@ -2,16 +2,37 @@ package firewall
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 var restoreLine = regexp.MustCompile(`line:? (\d+)`)
+
+// Defaults for Backend.LockWait and Backend.Timeout.
+const (
+	DefaultLockWait = 5 * time.Second
+	DefaultTimeout  = 15 * time.Second
+)
+
+// ErrBusy means iptables-restore gave up waiting for the xtables lock.
+var ErrBusy = errors.New("iptables is busy")
+
+// lockTimedOut is what iptables-legacy prints when -w SECONDS runs out:
+// "Another app is currently holding the xtables lock. Stopped waiting after 5s."
+const lockTimedOut = "holding the xtables lock"
+
+// xtablesLock is the lock iptables-legacy takes (flock LOCK_EX) around every
+// change; iptables-nft ignores it (nftables transactions need no lock), and
+// iptables-save of either backend neither takes it nor accepts -w.
+const xtablesLock = "/run/xtables.lock"
 
 // Backend says which iptables implementation to exec. The host, dockerd and
 // ournet must all use the same one, or rules land in tables nobody reads.
@@ -21,6 +42,12 @@ type Backend struct {
 	// Netns, when set, runs every command as `ip netns exec <Netns> ...`
 	// (tests use a namespace of their own; the plugin leaves it empty).
 	Netns string
+	// LockWait bounds how long iptables-restore waits for the xtables lock
+	// (its -w SECONDS, at least 1s); 0 means DefaultLockWait.
+	LockWait time.Duration
+	// Timeout bounds every exec: a stuck iptables is killed after it;
+	// 0 means DefaultTimeout.
+	Timeout time.Duration
 }
 
 // NewBackend returns the backend for mode "nft" or "legacy".
@@ -96,6 +123,26 @@ func (b Backend) command(ctx context.Context, tool string, args ...string) *exec
 	return exec.CommandContext(ctx, argv[0], argv[1:]...)
 }
 
+// run execs one iptables tool with the backend's time bound; a tool still
+// running at the deadline is killed and reported as stuck.
+func (b Backend) run(ctx context.Context, stdin string, tool string, args ...string) (stdout, stderr string, err error) {
+	timeout := cmp.Or(b.Timeout, DefaultTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := b.command(ctx, tool, args...)
+	cmd.WaitDelay = time.Second // a child left holding the pipes cannot keep us waiting
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("did not finish within %s and was killed (is iptables stuck? see `ps` for iptables processes): %w", timeout, err)
+	}
+	return out.String(), errOut.String(), err
+}
+
 func tool(f Family, name string) string {
 	if f == IPv6 {
 		return "ip6tables-" + name
@@ -103,29 +150,39 @@ func tool(f Family, name string) string {
 	return "iptables-" + name
 }
 
-// save returns the full iptables-save output of one family.
+// save returns the full iptables-save output of one family. iptables-save
+// takes no lock (and has no -w) on either backend, so only the exec timeout bounds it.
 func (b Backend) save(ctx context.Context, f Family) (string, error) {
-	cmd := b.command(ctx, tool(f, "save"))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("%s %s (%s backend): %w: %s", f, tool(f, "save"), b, err, strings.TrimSpace(stderr.String()))
+	stdout, stderr, err := b.run(ctx, "", tool(f, "save"))
+	if err != nil {
+		return "", fmt.Errorf("%s %s (%s backend): %w%s", f, tool(f, "save"), b, err, said(stderr))
 	}
-	return stdout.String(), nil
+	return stdout, nil
 }
 
-// restore feeds input to iptables-restore --noflush, waiting for the xtables
-// lock. On failure the error names the family, the table and the line.
+// restore feeds input to iptables-restore --noflush, waiting a bounded time
+// for the xtables lock. On failure the error names the family, the table and the line.
 func (b Backend) restore(ctx context.Context, f Family, input string) error {
-	cmd := b.command(ctx, tool(f, "restore"), "--noflush", "-w")
-	cmd.Stdin = strings.NewReader(input)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s --noflush (%s backend)%s: %w: %s",
-			f, tool(f, "restore"), b, failedAt(input, out.String()), err, strings.TrimSpace(out.String()))
+	wait := max(1, int(cmp.Or(b.LockWait, DefaultLockWait).Round(time.Second)/time.Second))
+	stdout, stderr, err := b.run(ctx, input, tool(f, "restore"), "--noflush", "-w", strconv.Itoa(wait))
+	if err == nil {
+		return nil
 	}
-	return nil
+	out := strings.TrimSpace(stdout + stderr)
+	if strings.Contains(out, lockTimedOut) {
+		return fmt.Errorf("%w: another program has held the xtables lock (%s) for %ds; try again (%s %s, %s backend: %s)",
+			ErrBusy, xtablesLock, wait, f, tool(f, "restore"), b, out)
+	}
+	return fmt.Errorf("%s %s --noflush (%s backend)%s: %w%s",
+		f, tool(f, "restore"), b, failedAt(input, out), err, said(out))
+}
+
+// said appends what the tool printed, if anything, to an error.
+func said(output string) string {
+	if output = strings.TrimSpace(output); output != "" {
+		return ": " + output
+	}
+	return ""
 }
 
 // failedAt finds the line iptables-restore complained about ("line 5 failed",

@@ -144,13 +144,19 @@ func TestNetnsApply(t *testing.T) {
 			`-A OURNET-PREROUTING -d 192.0.2.10/32 -p tcp -m tcp --dport 8443 -m comment --comment "ournet 1a2b3c4d5e6f" -j DNAT --to-destination 172.30.0.2:443`,
 			`-A OURNET-FORWARD -d 172.30.0.4/32 -o on-1a2b3c4d5e6f -p sctp -m sctp --dport 9999 -m conntrack --ctstate DNAT -m comment --comment "ournet 1a2b3c4d5e6f" -j ACCEPT`,
 			`-A OURNET-FORWARD -i on-c3d4e5f6a7b8 -m comment --comment "ournet c3d4e5f6a7b8" -j DROP`,
+			"*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:OURNET-RAW-PREROUTING - [0:0]\n-A PREROUTING -j OURNET-RAW-PREROUTING\n-A OURNET-RAW-PREROUTING -d 127.0.0.0/8 ! -i lo -j DROP\nCOMMIT",
 		} {
 			if !strings.Contains(v4, want) {
 				t.Errorf("iptables-save lacks %s\n%s", want, v4)
 			}
 		}
-		if want := `-j DNAT --to-destination [fd00:dead:beef::2]:80`; !strings.Contains(v6, want) {
-			t.Errorf("ip6tables-save lacks %s\n%s", want, v6)
+		for _, want := range []string{
+			`-j DNAT --to-destination [fd00:dead:beef::2]:80`,
+			"-A PREROUTING -j OURNET-RAW-PREROUTING\n-A OURNET-RAW-PREROUTING -d ::1/128 ! -i lo -j DROP\n",
+		} {
+			if !strings.Contains(v6, want) {
+				t.Errorf("ip6tables-save lacks %s\n%s", want, v6)
+			}
 		}
 
 		// Second Apply changes nothing.
@@ -195,7 +201,11 @@ func TestNetnsApply(t *testing.T) {
 		ipt(t, b, IPv4, "-F", ChainForward)
 		ipt(t, b, IPv4, "-t", "nat", "-D", "POSTROUTING", "-j", ChainPostrouting)
 		ipt(t, b, IPv6, "-A", "FORWARD", "-j", ChainForward)
+		ipt(t, b, IPv4, "-t", "raw", "-F", ChainRawPrerouting)
+		ipt(t, b, IPv6, "-t", "raw", "-D", "PREROUTING", "-j", ChainRawPrerouting)
 		wantDrift(t, fw, networks, "ipv4 filter: missing rule -A OURNET-FORWARD")
+		wantDrift(t, fw, networks, "ipv4 raw: missing rule -A OURNET-RAW-PREROUTING -d 127.0.0.0/8 ! -i lo -j DROP")
+		wantDrift(t, fw, networks, "ipv6 raw: jump \"-A PREROUTING -j OURNET-RAW-PREROUTING\" missing")
 		wantDrift(t, fw, networks, "ipv4 nat: jump \"-A POSTROUTING -j OURNET-POSTROUTING\" missing")
 		wantDrift(t, fw, networks, "ipv6 filter: 2 jumps to OURNET-FORWARD")
 		if err := fw.Apply(ctx, networks); err != nil {
@@ -246,7 +256,7 @@ func TestNetnsDump(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{"*nat\n:OURNET-OUTPUT\n:OURNET-POSTROUTING\n:OURNET-PREROUTING\n", "-A OUTPUT -m addrtype --dst-type LOCAL -j OURNET-OUTPUT", "--to-destination 172.30.0.2:80"} {
+		for _, want := range []string{"*nat\n:OURNET-OUTPUT\n:OURNET-POSTROUTING\n:OURNET-PREROUTING\n", "*raw\n:OURNET-RAW-PREROUTING\n", "-A OUTPUT -m addrtype --dst-type LOCAL -j OURNET-OUTPUT", "--to-destination 172.30.0.2:80"} {
 			if !strings.Contains(dump, want) {
 				t.Errorf("dump lacks %q:\n%s", want, dump)
 			}

@@ -60,6 +60,9 @@ const (
 	ChainPrerouting  = "OURNET-PREROUTING"
 	ChainOutput      = "OURNET-OUTPUT"
 	ChainPostrouting = "OURNET-POSTROUTING"
+	// ChainRawPrerouting (table raw) drops loopback-addressed packets that
+	// come from outside before DNAT or routing can see them.
+	ChainRawPrerouting = "OURNET-RAW-PREROUTING"
 
 	chainPrefix = "OURNET-"
 	dockerUser  = "DOCKER-USER"
@@ -98,7 +101,7 @@ type Jump struct {
 
 // Table holds ournet's chains of one iptables table and the jumps into them.
 type Table struct {
-	Name   string // "filter" or "nat"
+	Name   string // "filter", "nat" or "raw"
 	Chains []Chain
 	Jumps  []Jump
 }
@@ -179,6 +182,12 @@ func Render(family Family, networks []Network) Ruleset {
 				{From: "OUTPUT", Rule: Rule{"-m", "addrtype", "--dst-type", "LOCAL", "-j", ChainOutput}},
 				{From: "POSTROUTING", Rule: Rule{"-j", ChainPostrouting}},
 			},
+		},
+		// Last: a kernel without the raw table still gets isolation and ports.
+		{
+			Name:   "raw",
+			Chains: []Chain{{Name: ChainRawPrerouting, Rules: rawRules(family, nets)}},
+			Jumps:  []Jump{{From: "PREROUTING", Rule: Rule{"-j", ChainRawPrerouting}}},
 		},
 	}}
 }
@@ -301,6 +310,26 @@ func postroutingRules(family Family, nets []familyNetwork) []Rule {
 		}
 	}
 	return rules
+}
+
+// rawRules drop packets for the loopback range that arrive on any interface
+// but lo (class of CVE-2020-8558). Without them a LAN host reaches ports
+// published on 127.0.0.1 (the DNAT in nat PREROUTING matches the forged
+// destination), and a container reaches host services bound to 127.0.0.1
+// (route_localnet=1 on the bridge lets such packets be delivered). Replies
+// to the host's own 127.0.0.1 connections are unaffected: MASQUERADE gives
+// them the gateway address as destination, which raw PREROUTING sees before
+// conntrack translates it back. The kernel already drops ::1 from outside
+// (RFC 4291); the IPv6 rule keeps the guarantee explicit.
+func rawRules(family Family, nets []familyNetwork) []Rule {
+	if len(nets) == 0 {
+		return nil // no bridge with route_localnet, no port: nothing to guard
+	}
+	loopback := "127.0.0.0/8"
+	if family == IPv6 {
+		loopback = "::1/128"
+	}
+	return []Rule{{"-d", loopback, "!", "-i", "lo", "-j", "DROP"}}
 }
 
 func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }

@@ -232,3 +232,36 @@ func TestForwardIsolation(t *testing.T) {
 		}
 	}
 }
+
+// The loopback guard exists whenever a network of the family does, whatever
+// its options, and not before (an empty ournet changes nothing on the host).
+func TestRenderLoopbackGuard(t *testing.T) {
+	v6only := Network{ID: idB, Bridge: "on-b2a1c3d4e5f6", Subnets: []netip.Prefix{pfx("fd00:1::/64")}}
+	for _, c := range []struct {
+		name     string
+		family   Family
+		networks []Network
+		want     []Rule
+	}{
+		{"no network", IPv4, nil, nil},
+		{"internal IPv4 network", IPv4, goldenCases()["internal"], []Rule{{"-d", "127.0.0.0/8", "!", "-i", "lo", "-j", "DROP"}}},
+		{"IPv4 network without ports", IPv4, goldenCases()["default"], []Rule{{"-d", "127.0.0.0/8", "!", "-i", "lo", "-j", "DROP"}}},
+		{"only IPv6 networks, IPv4 rules", IPv4, []Network{v6only}, nil},
+		{"IPv6 network", IPv6, []Network{v6only}, []Rule{{"-d", "::1/128", "!", "-i", "lo", "-j", "DROP"}}},
+	} {
+		rs := Render(c.family, c.networks)
+		i := slices.IndexFunc(rs.Tables, func(t Table) bool { return t.Name == "raw" })
+		if i < 0 {
+			t.Fatalf("%s: no raw table in the render", c.name)
+		}
+		raw := rs.Tables[i]
+		if len(raw.Chains) != 1 || raw.Chains[0].Name != ChainRawPrerouting || !slices.EqualFunc(raw.Chains[0].Rules, c.want, slices.Equal) {
+			t.Errorf("%s: raw chains %v, want %s with %v", c.name, raw.Chains, ChainRawPrerouting, c.want)
+		}
+		if want := []Jump{{From: "PREROUTING", Rule: Rule{"-j", ChainRawPrerouting}}}; !slices.EqualFunc(raw.Jumps, want, func(a, b Jump) bool {
+			return a.From == b.From && a.First == b.First && slices.Equal(a.Rule, b.Rule)
+		}) {
+			t.Errorf("%s: raw jumps %v, want %v", c.name, raw.Jumps, want)
+		}
+	}
+}

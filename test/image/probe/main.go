@@ -10,6 +10,8 @@
 //	probe tcp-connect IP:PORT -timeout 3s       prints "connected" if a TCP connection opens
 //	probe stream http://HOST:PORT/ -duration 15s one request every -interval for a bounded time; prints
 //	                                            sent, failed and the longest gap as JSON (stream.go)
+//	probe raw-syn -iface IFACE -dst-mac MAC -src SRCIP -dst DSTIP:PORT [-count N]
+//	                                            sends N (3) hand-made TCP SYN frames via AF_PACKET, prints "sent N"
 //
 // Exit status: 0 on success, 1 on a network failure, 2 on bad usage.
 package main
@@ -38,6 +40,7 @@ func main() {
 		"udp-send":    udpSend,
 		"tcp-connect": tcpConnect,
 		"stream":      stream,
+		"raw-syn":     rawSYN,
 	}
 	run, ok := commands[os.Args[1]]
 	if !ok {
@@ -54,7 +57,8 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: probe serve-tcp|throughput|http-serve|get|udp-echo|udp-send|tcp-connect|stream ARGS (see source)")
+	fmt.Fprintln(os.Stderr, "usage: probe serve-tcp|throughput|http-serve|get|udp-echo|udp-send|tcp-connect|stream|raw-syn ARGS (see source)")
+	fmt.Fprintln(os.Stderr, "usage: probe serve-tcp|throughput|http-serve|get|udp-echo|udp-send|tcp-connect|stream|raw-syn ARGS (see source)")
 	os.Exit(2)
 }
 

@@ -1,0 +1,120 @@
+package firewall
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// fakeMulti writes a stand-in for xtables-*-multi that runs script.
+func fakeMulti(t *testing.T, script string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "xtables-nft-multi")
+	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+script+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// A stuck iptables is killed at the backend's timeout, even when a child of
+// it keeps the output pipes open, and the error says what happened.
+func TestBackendTimeoutKillsStuckIptables(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		script string
+		call   func(Backend) error
+	}{
+		{"save", "sleep 30", func(b Backend) error { _, err := b.save(context.Background(), IPv4); return err }},
+		{"restore, child holds pipes", "sleep 30 & wait", func(b Backend) error {
+			return b.restore(context.Background(), IPv6, "*filter\nCOMMIT\n")
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := Backend{Mode: "nft", Multi: fakeMulti(t, c.script), Timeout: 300 * time.Millisecond}
+			start := time.Now()
+			err := c.call(b)
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("took %s, want about the 300ms timeout", took)
+			}
+			if err == nil || !strings.Contains(err.Error(), "did not finish within 300ms and was killed") {
+				t.Errorf("error %v does not say iptables was killed at the timeout", err)
+			}
+		})
+	}
+}
+
+// restore passes a bounded lock wait: plain -w would wait forever.
+func TestBackendRestoreWaitsBoundedForLock(t *testing.T) {
+	for _, c := range []struct {
+		wait time.Duration
+		want string
+	}{
+		{0, "--noflush -w 5"},
+		{2 * time.Second, "--noflush -w 2"},
+		{100 * time.Millisecond, "--noflush -w 1"},
+	} {
+		b := Backend{Mode: "nft", Multi: fakeMulti(t, `echo "$@" >&2; exit 1`), LockWait: c.wait}
+		err := b.restore(context.Background(), IPv4, "*filter\nCOMMIT\n")
+		if err == nil || !strings.HasSuffix(err.Error(), ": iptables-restore "+c.want) {
+			t.Errorf("LockWait %s: error %v, want the arguments %q", c.wait, err, c.want)
+		}
+	}
+}
+
+// What iptables-legacy prints when -w runs out becomes ErrBusy with a hint.
+func TestBackendRestoreLockTimeoutIsErrBusy(t *testing.T) {
+	b := Backend{Mode: "legacy", Multi: fakeMulti(t,
+		`echo "Another app is currently holding the xtables lock. Stopped waiting after 5s." >&2; exit 4`)}
+	err := b.restore(context.Background(), IPv4, "*filter\nCOMMIT\n")
+	if !errors.Is(err, ErrBusy) {
+		t.Fatalf("error %v is not ErrBusy", err)
+	}
+	if want := "iptables is busy: another program has held the xtables lock (/run/xtables.lock) for 5s; try again"; !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("error %q, want it to start with %q", err, want)
+	}
+}
+
+// TestNetnsApplyWhileXtablesLockHeld holds the host's real xtables lock the
+// way iptables-legacy takes it (flock LOCK_EX), for about a second: Apply
+// must give up with ErrBusy instead of hanging, and work once it is free.
+// Other iptables-legacy users on the host wait that second (they use -w).
+func TestNetnsApplyWhileXtablesLockHeld(t *testing.T) {
+	ns := newNetns(t)
+	b, err := NewBackend("legacy")
+	if err != nil {
+		t.Skip(err)
+	}
+	b.Netns, b.LockWait = ns, time.Second
+	fw := New(b, testLog(t))
+	networks := goldenCases()["one-port"]
+
+	lock, err := os.OpenFile(xtablesLock, os.O_RDONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = fw.Apply(context.Background(), networks)
+	took := time.Since(start)
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "held the xtables lock (/run/xtables.lock) for 1s; try again") {
+		t.Errorf("Apply with the lock held: %v, want ErrBusy naming the lock", err)
+	}
+	if took > 10*time.Second {
+		t.Errorf("Apply with the lock held took %s", took)
+	}
+	if err := fw.Apply(context.Background(), networks); err != nil {
+		t.Fatalf("Apply after the lock was released: %v", err)
+	}
+	wantNoDrift(t, fw, networks)
+}
