@@ -294,6 +294,8 @@ type hostNS struct {
 	NSIP    string
 	HostIP6 string // the same link's IPv6 addresses
 	NSIP6   string
+	// HostLink and NSLink are the veth's two ends (on the host, in the namespace).
+	HostLink, NSLink string
 }
 
 func newHostNS(t testing.TB, octet int) *hostNS {
@@ -301,6 +303,7 @@ func newHostNS(t testing.TB, octet int) *hostNS {
 	h := &hostNS{Name: uniq("ns"), HostIP: fmt.Sprintf("10.250.%d.1", octet), NSIP: fmt.Sprintf("10.250.%d.2", octet),
 		HostIP6: fmt.Sprintf("fd00:250:%d::1", octet), NSIP6: fmt.Sprintf("fd00:250:%d::2", octet)}
 	hostEnd, nsEnd := "oe2e"+h.Name[len(h.Name)-6:], "oe2p"+h.Name[len(h.Name)-6:]
+	h.HostLink, h.NSLink = hostEnd, nsEnd
 	must(t, "ip", "netns", "add", h.Name)
 	t.Cleanup(func() {
 		cmd("ip", "link", "del", hostEnd)

@@ -58,7 +58,6 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: probe serve-tcp|throughput|http-serve|get|udp-echo|udp-send|tcp-connect|stream|raw-syn ARGS (see source)")
-	fmt.Fprintln(os.Stderr, "usage: probe serve-tcp|throughput|http-serve|get|udp-echo|udp-send|tcp-connect|stream|raw-syn ARGS (see source)")
 	os.Exit(2)
 }
 
