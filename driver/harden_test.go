@@ -262,7 +262,9 @@ func TestNewerStateIsReadOnly(t *testing.T) {
 				Interface: &network.EndpointInterface{Address: "172.30.1.5/24"}})
 			return err
 		},
-		"DeleteEndpoint": func() error { return h.d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: netA, EndpointID: epA}) },
+		"DeleteEndpoint": func() error {
+			return h.d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: netA, EndpointID: epA})
+		},
 		"Join": func() error {
 			_, err := h.d.Join(&network.JoinRequest{NetworkID: netA, EndpointID: epA})
 			return err
