@@ -11,7 +11,9 @@ import (
 	"net"
 	"net/netip"
 	"sort"
-	"sync"
+	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
 
@@ -69,13 +71,28 @@ type Driver struct {
 	chooser *ports.Chooser
 	file    store.File
 
-	mu sync.Mutex // guards st and serialises changes to links and rules
-	st state
+	// lockSlot holds one token while a call owns the driver: it guards st and
+	// serialises changes to links and rules. Unlike a mutex, a waiter gives
+	// up after lockWait, so a stuck iptables or netlink call never hangs the
+	// engine (see lock).
+	lockSlot chan struct{}
+	lockWait time.Duration
+	holder   atomic.Pointer[string] // what the lock's owner is doing, for the busy error
+	st       state
 	// stateTrusted is false after a corrupt state file: then nothing on the
 	// host is removed as an orphan, since we no longer know what is ours.
+	// The first successful save of a fresh state makes it true again.
 	stateTrusted bool
 	unsaved      bool // a delete could not be saved; Heal saves again
+	// readOnly is set when networks.json was written by a newer ournet: the
+	// file and the host are left as they are and every change is refused
+	// with this error. Set in New only.
+	readOnly error
 }
+
+// DefaultLockWait bounds how long a call waits for another change to finish,
+// under the engine's own timeout for plugin calls.
+const DefaultLockWait = 30 * time.Second
 
 // Config wires a Driver.
 type Config struct {
@@ -85,19 +102,31 @@ type Config struct {
 	Sysctl    Sysctl
 	Chooser   *ports.Chooser
 	StateFile string
+	LockWait  time.Duration // 0: DefaultLockWait
 }
 
 // New loads the persisted state. A corrupt file is moved aside and reported;
 // the driver then starts empty instead of failing (a crash loop helps no one).
+// A file written by a newer ournet is kept: the driver starts, touches
+// nothing on the host and refuses every change until the upgrade is redone.
 func New(c Config) (*Driver, error) {
 	d := &Driver{log: c.Log, links: c.Links, fw: c.Firewall, sysctl: c.Sysctl, chooser: c.Chooser,
-		file: store.File{Path: c.StateFile, Version: StateVersion}, stateTrusted: true}
+		file: store.File{Path: c.StateFile, Version: StateVersion}, stateTrusted: true,
+		lockSlot: make(chan struct{}, 1), lockWait: c.LockWait}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
+	if d.lockWait <= 0 {
+		d.lockWait = DefaultLockWait
+	}
 	d.st = state{Networks: map[string]*NetworkConfig{}, Endpoints: map[string]*Endpoint{}}
 	_, err := d.file.Load(&d.st)
-	if errors.Is(err, store.ErrCorrupt) {
+	if errors.Is(err, store.ErrNewerVersion) {
+		d.log.Error("network state is from a newer ournet: links and rules are left alone and every change is refused", "error", err)
+		d.st = state{}
+		d.stateTrusted = false
+		d.readOnly = err
+	} else if errors.Is(err, store.ErrCorrupt) {
 		moved, qerr := d.file.Quarantine()
 		d.log.Error("network state is unreadable; starting empty and leaving existing links and rules alone",
 			"error", err, "moved_to", moved, "move_error", qerr)
@@ -115,13 +144,55 @@ func New(c Config) (*Driver, error) {
 	return d, nil
 }
 
+// lock waits at most lockWait for the driver; doing names the caller's
+// change in the busy error another caller may get meanwhile. A buffered
+// channel queues waiters in order, so the heal loop cannot starve handlers.
+func (d *Driver) lock(doing string) error {
+	timer := time.NewTimer(d.lockWait)
+	defer timer.Stop()
+	select {
+	case d.lockSlot <- struct{}{}:
+		d.holder.Store(&doing)
+		return nil
+	case <-timer.C:
+		busyWith := "another call"
+		if h := d.holder.Load(); h != nil {
+			busyWith = *h
+		}
+		return fmt.Errorf("ournet is busy with another change for %s: %s is still running (iptables or netlink may be stuck; see the plugin's log); try again", d.lockWait, busyWith)
+	}
+}
+
+func (d *Driver) unlock() { <-d.lockSlot }
+
+// lockForChange is lock for calls that change the host or the state.
+func (d *Driver) lockForChange(doing string) error {
+	if d.readOnly != nil {
+		return d.readOnly
+	}
+	return d.lock(doing)
+}
+
 func (d *Driver) save() error {
 	if err := d.file.Save(&d.st); err != nil {
 		d.log.Error("saving network state failed", "error", err)
 		return err
 	}
 	d.unsaved = false
+	// What is saved now is what ournet applied: after a quarantine the host
+	// again matches a known state, so healing may resume.
+	d.stateTrusted = true
 	return nil
+}
+
+// undone logs a failed rollback step and returns it for the caller's error,
+// so that no failure goes unnoticed.
+func (d *Driver) undone(what string, err error, attrs ...any) error {
+	if err == nil {
+		return nil
+	}
+	d.log.Error("rollback: "+what+" failed", append(attrs, "error", err)...)
+	return fmt.Errorf("rollback: %s: %w", what, err)
 }
 
 // saveOrRetry is for calls that must succeed (deletes): a failed save is
@@ -149,8 +220,10 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (err error) {
 	if err != nil {
 		return err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	if err = d.lockForChange("creating network " + shortID(cfg.ID)); err != nil {
+		return err
+	}
+	defer d.unlock()
 	if _, exists := d.st.Networks[cfg.ID]; exists {
 		return fmt.Errorf("network %s already exists in ournet", shortID(cfg.ID))
 	}
@@ -168,32 +241,30 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (err error) {
 		return fmt.Errorf("bridge name %s is already in use by another interface on this host: choose another %s", cfg.Bridge, OptBridgeName)
 	}
 
+	// Each step registers its undo; they run in reverse if a later one fails.
 	created, err := d.ensureBridge(cfg)
+	if created {
+		defer func() {
+			if err != nil {
+				err = errors.Join(err, d.undone("remove bridge "+cfg.Bridge, d.links.DeleteLink(cfg.Bridge)))
+			}
+		}()
+	}
 	if err != nil {
-		if created {
-			d.links.DeleteLink(cfg.Bridge)
-		}
 		return err
 	}
+	d.st.Networks[cfg.ID] = cfg
 	defer func() {
 		if err != nil {
+			// Also after a failed apply: one family's rules may have gone in.
 			delete(d.st.Networks, cfg.ID)
-			if derr := d.links.DeleteLink(cfg.Bridge); derr != nil {
-				d.log.Error("rollback: removing bridge failed", "bridge", cfg.Bridge, "error", derr)
-			}
+			err = errors.Join(err, d.undone("restore firewall rules", d.applyFirewall(context.Background())))
 		}
 	}()
-	d.st.Networks[cfg.ID] = cfg
 	if err = d.applyFirewall(context.Background()); err != nil {
-		delete(d.st.Networks, cfg.ID)
-		if rerr := d.applyFirewall(context.Background()); rerr != nil {
-			d.log.Error("rollback: restoring firewall failed", "error", rerr)
-		}
 		return fmt.Errorf("install firewall rules for bridge %s: %w", cfg.Bridge, err)
 	}
 	if err = d.save(); err != nil {
-		delete(d.st.Networks, cfg.ID)
-		d.applyFirewall(context.Background())
 		return err
 	}
 	d.log.Info("network created", "network", shortID(cfg.ID), "bridge", cfg.Bridge, "subnets", subnetsOf(cfg),
@@ -250,8 +321,10 @@ func (d *Driver) tuneKernel(cfg *NetworkConfig) {
 // DeleteNetwork removes the bridge, its endpoints' links and its rules.
 // Unknown networks succeed: the engine must never get stuck "in delete".
 func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	if err := d.lockForChange("deleting network " + shortID(req.NetworkID)); err != nil {
+		return err
+	}
+	defer d.unlock()
 	cfg, ok := d.st.Networks[req.NetworkID]
 	if !ok {
 		// Unknown after lost state: its default-named bridge is still ours.
@@ -282,8 +355,14 @@ func (d *Driver) logErr(what string, err error, attrs ...any) {
 // CreateEndpoint records the container's addresses. IPAM chose them; the
 // driver only adds a MAC address when the engine has none.
 func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	epCfg, err := ParseEndpointOptions(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.lockForChange("creating endpoint " + shortID(req.EndpointID)); err != nil {
+		return nil, err
+	}
+	defer d.unlock()
 	cfg, ok := d.st.Networks[req.NetworkID]
 	if !ok {
 		return nil, unknownNetwork(req.NetworkID)
@@ -295,34 +374,21 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 			return nil, internalPortsError(cfg)
 		}
 	}
-	ep := &Endpoint{ID: req.EndpointID, NetworkID: req.NetworkID}
-	var iface network.EndpointInterface
-	if req.Interface != nil {
-		iface = *req.Interface
-	}
-	var err error
-	if iface.Address != "" {
-		if ep.IPv4, err = netip.ParsePrefix(iface.Address); err != nil {
-			return nil, fmt.Errorf("endpoint address %q from IPAM: %v", iface.Address, err)
+	if existing, ok := d.st.Endpoints[epCfg.ID]; ok {
+		// A replay (the engine retried after a lost reply) answers the same;
+		// anything else would overwrite a live endpoint's veth and ports.
+		if !epCfg.sameAs(existing) {
+			return nil, fmt.Errorf("endpoint %s already exists in ournet with other addresses (%s): remove the container and start it again", shortID(existing.ID), describeEndpoint(existing))
 		}
+		return createEndpointResponse(epCfg, existing), nil
 	}
-	if iface.AddressIPv6 != "" {
-		if ep.IPv6, err = netip.ParsePrefix(iface.AddressIPv6); err != nil {
-			return nil, fmt.Errorf("endpoint IPv6 address %q from IPAM: %v", iface.AddressIPv6, err)
-		}
-	}
-	resp := &network.CreateEndpointResponse{}
-	if iface.MacAddress != "" {
-		mac, err := net.ParseMAC(iface.MacAddress)
-		if err != nil {
-			return nil, fmt.Errorf("--mac-address %q is not a MAC address", iface.MacAddress)
-		}
-		ep.MAC = mac.String()
+	ep := &Endpoint{ID: epCfg.ID, NetworkID: epCfg.NetworkID, IPv4: epCfg.IPv4, IPv6: epCfg.IPv6}
+	if epCfg.MAC != nil {
+		ep.MAC = epCfg.MAC.String()
 	} else if ep.IPv4.IsValid() {
 		ep.MAC = macFromIPv4(ep.IPv4.Addr()).String()
-		// Never echo Address back: the engine treats any address as a change.
-		resp.Interface = &network.EndpointInterface{MacAddress: ep.MAC}
 	}
+	resp := createEndpointResponse(epCfg, ep)
 	d.st.Endpoints[ep.ID] = ep
 	if err := d.save(); err != nil {
 		delete(d.st.Endpoints, ep.ID)
@@ -332,11 +398,36 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	return resp, nil
 }
 
+// createEndpointResponse returns the MAC ournet chose when the engine gave
+// none. Never echo Address back: the engine treats any address as a change.
+func createEndpointResponse(cfg *EndpointConfig, ep *Endpoint) *network.CreateEndpointResponse {
+	resp := &network.CreateEndpointResponse{}
+	if cfg.MAC == nil && ep.MAC != "" {
+		resp.Interface = &network.EndpointInterface{MacAddress: ep.MAC}
+	}
+	return resp
+}
+
+func describeEndpoint(ep *Endpoint) string {
+	var parts []string
+	for _, p := range []netip.Prefix{ep.IPv4, ep.IPv6} {
+		if p.IsValid() {
+			parts = append(parts, p.String())
+		}
+	}
+	if ep.MAC != "" {
+		parts = append(parts, "MAC "+ep.MAC)
+	}
+	return "network " + shortID(ep.NetworkID) + ", " + strings.Join(parts, ", ")
+}
+
 // DeleteEndpoint forgets the endpoint, removing its veth and ports if Leave
 // did not (engines may skip Leave after a daemon restart).
 func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	if err := d.lockForChange("deleting endpoint " + shortID(req.EndpointID)); err != nil {
+		return err
+	}
+	defer d.unlock()
 	ep, ok := d.st.Endpoints[req.EndpointID]
 	if !ok {
 		host, _ := vethNames(req.EndpointID)
@@ -365,17 +456,31 @@ func (d *Driver) detach(ep *Endpoint) {
 	host, _ := vethNames(ep.ID)
 	d.logErr("remove veth", d.links.DeleteLink(host), "veth", host)
 	ep.Joined = false
-	if len(ep.Ports) > 0 {
-		ep.Ports = nil
+	if d.unpublish(ep) {
 		d.logErr("remove published ports", d.applyFirewall(context.Background()), "endpoint", shortID(ep.ID))
 	}
 	d.saveOrRetry()
 }
 
+// unpublish frees the published ports of endpoints whose container left or
+// is gone, and reports whether any were published; callers apply the
+// firewall and save. Every release of ports goes through here.
+func (d *Driver) unpublish(eps ...*Endpoint) (changed bool) {
+	for _, ep := range eps {
+		if len(ep.Ports) > 0 {
+			ep.Ports = nil
+			changed = true
+		}
+	}
+	return changed
+}
+
 // EndpointInfo reports what ournet set up for an endpoint.
 func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	if err := d.lock("reading endpoint " + shortID(req.EndpointID)); err != nil {
+		return nil, err
+	}
+	defer d.unlock()
 	ep, ok := d.st.Endpoints[req.EndpointID]
 	if !ok {
 		return nil, unknownEndpoint(req.EndpointID)
@@ -397,9 +502,11 @@ func describePort(p firewall.PublishedPort) string {
 // Join creates the veth pair; the engine moves the peer into the container
 // and names it eth<N>. Returning the gateway makes the engine route through
 // our bridge instead of attaching docker_gwbridge.
-func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+func (d *Driver) Join(req *network.JoinRequest) (_ *network.JoinResponse, err error) {
+	if err := d.lockForChange("joining endpoint " + shortID(req.EndpointID)); err != nil {
+		return nil, err
+	}
+	defer d.unlock()
 	ep, ok := d.st.Endpoints[req.EndpointID]
 	if !ok {
 		return nil, unknownEndpoint(req.EndpointID)
@@ -418,11 +525,16 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	if err := d.links.AddVeth(host, peer, cfg.Bridge, cfg.MTU, mac, cfg.isolatedPorts()); err != nil {
 		return nil, err
 	}
+	previousSandbox := ep.SandboxKey
+	defer func() {
+		if err != nil {
+			ep.Joined, ep.SandboxKey = false, previousSandbox
+			err = errors.Join(err, d.undone("remove veth "+host, d.links.DeleteLink(host)))
+		}
+	}()
 	ep.Joined = true
 	ep.SandboxKey = req.SandboxKey
 	if err := d.save(); err != nil {
-		d.links.DeleteLink(host)
-		ep.Joined = false
 		return nil, err
 	}
 	resp := &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: peer, DstPrefix: "eth"}}
@@ -440,8 +552,10 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 
 // Leave removes the veth and, as a safety net, the endpoint's published ports.
 func (d *Driver) Leave(req *network.LeaveRequest) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	if err := d.lockForChange("leaving endpoint " + shortID(req.EndpointID)); err != nil {
+		return err
+	}
+	defer d.unlock()
 	if ep, ok := d.st.Endpoints[req.EndpointID]; ok {
 		d.detach(ep)
 	} else {
@@ -459,8 +573,10 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 		return err
 	}
 	d.log.Debug("port map from the engine", "endpoint", shortID(req.EndpointID), "bindings", requests)
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	if err := d.lockForChange("publishing ports of endpoint " + shortID(req.EndpointID)); err != nil {
+		return err
+	}
+	defer d.unlock()
 	ep, ok := d.st.Endpoints[req.EndpointID]
 	if !ok {
 		return unknownEndpoint(req.EndpointID)
@@ -490,13 +606,11 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 	ep.Ports = chosen
 	if err := d.applyFirewall(context.Background()); err != nil {
 		ep.Ports = previous
-		d.logErr("rollback firewall", d.applyFirewall(context.Background()))
-		return fmt.Errorf("publish ports: %w", err)
+		return errors.Join(fmt.Errorf("publish ports: %w", err), d.undone("restore firewall rules", d.applyFirewall(context.Background())))
 	}
 	if err := d.save(); err != nil {
 		ep.Ports = previous
-		d.applyFirewall(context.Background())
-		return err
+		return errors.Join(err, d.undone("restore firewall rules", d.applyFirewall(context.Background())))
 	}
 	if len(chosen) > 0 {
 		d.log.Info("ports published", "endpoint", shortID(ep.ID), "count", len(chosen), "first", describePort(chosen[0]))
@@ -563,8 +677,10 @@ func internalPortsError(cfg *NetworkConfig) error {
 
 // RevokeExternalConnectivity unpublishes the endpoint's ports.
 func (d *Driver) RevokeExternalConnectivity(req *network.RevokeExternalConnectivityRequest) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	if err := d.lockForChange("unpublishing ports of endpoint " + shortID(req.EndpointID)); err != nil {
+		return err
+	}
+	defer d.unlock()
 	ep, ok := d.st.Endpoints[req.EndpointID]
 	if !ok || len(ep.Ports) == 0 {
 		return nil
@@ -599,9 +715,11 @@ type PortListing struct {
 }
 
 // PublishedPorts lists every port ournet publishes.
-func (d *Driver) PublishedPorts() []PortListing {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+func (d *Driver) PublishedPorts() ([]PortListing, error) {
+	if err := d.lock("listing published ports"); err != nil {
+		return nil, err
+	}
+	defer d.unlock()
 	var out []PortListing
 	for _, ep := range d.st.Endpoints {
 		for _, p := range ep.Ports {
@@ -614,7 +732,7 @@ func (d *Driver) PublishedPorts() []PortListing {
 		}
 		return out[i].Proto < out[j].Proto
 	})
-	return out
+	return out, nil
 }
 
 func overlappingPool(a, b *NetworkConfig) string {

@@ -216,9 +216,20 @@ type fakeFirewall struct {
 	applied  int
 	failNext error
 	drift    []string
+	// With block set, Apply signals applying and then hangs until block is
+	// closed, like an iptables-restore stuck on the xtables lock.
+	block    chan struct{}
+	applying chan struct{}
 }
 
 func (f *fakeFirewall) Apply(_ context.Context, networks []firewall.Network) error {
+	f.mu.Lock()
+	block, applying := f.block, f.applying
+	f.mu.Unlock()
+	if block != nil {
+		applying <- struct{}{}
+		<-block
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := firewall.Validate(networks); err != nil {

@@ -3,6 +3,7 @@ package driver
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"sort"
@@ -127,17 +128,23 @@ func genericOptions(opts map[string]interface{}) (map[string]string, error) {
 	}
 	out := make(map[string]string, len(obj))
 	for k, v := range obj {
-		switch v := v.(type) {
-		case string:
-			out[k] = v
-		case bool, float64:
-			out[k] = fmt.Sprint(v)
-		default:
-			b, _ := json.Marshal(v)
-			out[k] = string(b)
-		}
+		out[k] = optionString(v)
 	}
 	return out, nil
+}
+
+// optionString is an option value as the user typed it: the engine sends
+// strings, but JSON decoding may hand over booleans, numbers or objects.
+func optionString(v interface{}) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case bool, float64:
+		return fmt.Sprint(v)
+	default:
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
 }
 
 func (cfg *NetworkConfig) applyGeneric(generic map[string]string) error {
@@ -259,4 +266,116 @@ func parseIPAMData(data []*network.IPAMData, v6 bool) ([]Subnet, error) {
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// EndpointConfig is a validated CreateEndpoint request.
+type EndpointConfig struct {
+	ID, NetworkID string
+	IPv4, IPv6    netip.Prefix     // from IPAM: "address/subnet bits"
+	MAC           net.HardwareAddr // --mac-address; nil when the engine gave none
+}
+
+// endpointOptions are the ournet endpoint options users pass with
+// `docker run --network name=N,driver-opt=K=V` or
+// `docker network connect --driver-opt K=V`: name -> how its value sets the
+// config. Adding an endpoint option is one entry here.
+var endpointOptions = map[string]func(cfg *EndpointConfig, value string) error{}
+
+func validEndpointOptions() string {
+	if len(endpointOptions) == 0 {
+		return "none yet"
+	}
+	names := make([]string, 0, len(endpointOptions))
+	for name := range endpointOptions {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// ParseEndpointOptions validates a CreateEndpoint request. The engine copies
+// the endpoint's driver options into Options next to its own keys
+// (com.docker.network.portmap, ...endpoint.exposedports, ...endpoint.ifname):
+// only ournet.* keys are ournet's to judge, and unknown ones are refused
+// rather than silently ignored.
+func ParseEndpointOptions(req *network.CreateEndpointRequest) (*EndpointConfig, error) {
+	if req.EndpointID == "" {
+		return nil, fmt.Errorf("CreateEndpoint without an endpoint ID")
+	}
+	cfg := &EndpointConfig{ID: req.EndpointID, NetworkID: req.NetworkID}
+	var iface network.EndpointInterface
+	if req.Interface != nil {
+		iface = *req.Interface
+	}
+	var err error
+	if cfg.IPv4, err = endpointAddress(iface.Address, false); err != nil {
+		return nil, err
+	}
+	if cfg.IPv6, err = endpointAddress(iface.AddressIPv6, true); err != nil {
+		return nil, err
+	}
+	if iface.MacAddress != "" {
+		if cfg.MAC, err = net.ParseMAC(iface.MacAddress); err != nil {
+			return nil, fmt.Errorf("--mac-address %q is not a MAC address", iface.MacAddress)
+		}
+	}
+	keys := make([]string, 0, len(req.Options))
+	for k := range req.Options {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "ournet.") {
+			continue // the engine's keys and other drivers' options
+		}
+		value := optionString(req.Options[k])
+		set, ok := endpointOptions[k]
+		if !ok {
+			want := "unknown ournet endpoint option; valid endpoint options: " + validEndpointOptions()
+			if isNetworkOption(k) {
+				want = "this is a network option: give it to docker network create -o; valid endpoint options: " + validEndpointOptions()
+			}
+			return nil, &OptionError{k, value, want}
+		}
+		if err := set(cfg, value); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+func isNetworkOption(name string) bool {
+	for _, o := range validOptions() {
+		if o == name {
+			return true
+		}
+	}
+	return false
+}
+
+// endpointAddress parses Interface.Address (IPv4) or AddressIPv6; the engine
+// never mixes them up, so a wrong family is refused rather than misused.
+func endpointAddress(s string, v6 bool) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, nil
+	}
+	field, family := "Address", "IPv4"
+	if v6 {
+		field, family = "AddressIPv6", "IPv6"
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("endpoint %s %q from IPAM: %v", field, s, err)
+	}
+	if p.Addr().Is4() == v6 || p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("endpoint %s %s from IPAM is not an %s address: the engine must send IPv4 in Address and IPv6 in AddressIPv6", field, p, family)
+	}
+	return p, nil
+}
+
+// sameAs reports whether the request describes the existing endpoint, as a
+// replayed CreateEndpoint does.
+func (cfg *EndpointConfig) sameAs(ep *Endpoint) bool {
+	return cfg.NetworkID == ep.NetworkID && cfg.IPv4 == ep.IPv4 && cfg.IPv6 == ep.IPv6 &&
+		(cfg.MAC == nil || cfg.MAC.String() == ep.MAC)
 }

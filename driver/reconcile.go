@@ -2,6 +2,9 @@ package driver
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -10,8 +13,14 @@ import (
 // to nothing known. It never calls the Docker API (the engine may be waiting
 // on us) and running it twice changes nothing.
 func (d *Driver) Reconcile(ctx context.Context) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	if d.readOnly != nil {
+		d.log.Warn("links and firewall left as they are: the network state is from a newer ournet", "error", d.readOnly)
+		return nil
+	}
+	if err := d.lock("reconciling with the host"); err != nil {
+		return err
+	}
+	defer d.unlock()
 	known := map[string]bool{}
 	for id, cfg := range d.st.Networks {
 		known[cfg.Bridge] = true
@@ -27,17 +36,53 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 		d.log.Warn("links and firewall left as they are until the state is trusted again (see the error above)")
 		return nil
 	}
+	// Without the list of links the rules still go in: containers that
+	// survived the restart need their forwarding and published ports.
+	var errs []error
 	names, err := d.links.Names(bridgePrefix, hostVethPrefix, peerVethPrefix)
 	if err != nil {
-		return err
-	}
-	for _, name := range names {
-		if !known[name] && isOurLinkName(name) {
-			d.log.Info("removing leftover ournet interface", "link", name)
-			d.logErr("remove leftover interface", d.links.DeleteLink(name), "link", name)
+		errs = append(errs, fmt.Errorf("list ournet interfaces: %w", err))
+	} else {
+		for _, name := range names {
+			if !known[name] && isOurLinkName(name) {
+				d.log.Info("removing leftover ournet interface", "link", name)
+				d.logErr("remove leftover interface", d.links.DeleteLink(name), "link", name)
+			}
+		}
+		if d.releaseVanished(names) {
+			d.saveOrRetry()
 		}
 	}
-	return d.applyFirewall(ctx)
+	if err := d.applyFirewall(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("apply firewall rules: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// releaseVanished handles joined endpoints whose host-side veth is not in
+// names: their container died (while ournet was down, or the engine never
+// sent Leave), so they have left and their published ports are free for
+// others. It reports whether the state changed; the caller applies the
+// firewall and saves.
+func (d *Driver) releaseVanished(names []string) (changed bool) {
+	present := make(map[string]bool, len(names))
+	for _, name := range names {
+		present[name] = true
+	}
+	var gone []*Endpoint
+	for _, ep := range d.st.Endpoints {
+		if host, _ := vethNames(ep.ID); ep.Joined && !present[host] {
+			gone = append(gone, ep)
+		}
+	}
+	sort.Slice(gone, func(i, j int) bool { return gone[i].ID < gone[j].ID })
+	for _, ep := range gone {
+		d.log.Warn("the container of a joined endpoint is gone (its veth vanished); releasing its published ports",
+			"endpoint", shortID(ep.ID), "ports", len(ep.Ports))
+		ep.Joined = false
+	}
+	d.unpublish(gone...)
+	return len(gone) > 0
 }
 
 // isOurLinkName: a prefix plus exactly the 12 hex digits of an ID, so that
@@ -65,11 +110,19 @@ func isLowerHex(s string) bool {
 // (dockerd restart, iptables -F, firewalld reload), and a state save that
 // failed. It reports whether it had to repair anything.
 func (d *Driver) Heal(ctx context.Context) (bool, error) {
-	repaired := d.healLinks()
-	d.mu.Lock()
+	if d.readOnly != nil {
+		return false, nil // nothing on the host is ours to touch
+	}
+	repaired, err := d.healLinks()
+	if err != nil {
+		return repaired, err
+	}
+	if err := d.lock("checking the firewall"); err != nil {
+		return repaired, err
+	}
 	trusted := d.stateTrusted
 	plan := firewallPlan(d.st.Networks, d.st.Endpoints)
-	d.mu.Unlock()
+	d.unlock()
 	if !trusted {
 		return repaired, nil
 	}
@@ -78,8 +131,10 @@ func (d *Driver) Heal(ctx context.Context) (bool, error) {
 	if err != nil || len(drift) == 0 {
 		return repaired, err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	if err := d.lock("restoring the firewall"); err != nil {
+		return repaired, err
+	}
+	defer d.unlock()
 	d.log.Info("ournet firewall rules changed outside ournet; restoring them", "drift", strings.Join(drift, "; "))
 	// Apply the current plan: a call may have changed it since the check.
 	if err := d.applyFirewall(ctx); err != nil {
@@ -88,9 +143,11 @@ func (d *Driver) Heal(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-func (d *Driver) healLinks() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+func (d *Driver) healLinks() (bool, error) {
+	if err := d.lock("healing links"); err != nil {
+		return false, err
+	}
+	defer d.unlock()
 	repaired := false
 	if d.unsaved {
 		d.log.Info("saving network state again after an earlier failure")
@@ -105,7 +162,16 @@ func (d *Driver) healLinks() bool {
 		d.restoreNetwork(id, cfg)
 		repaired = true
 	}
-	return repaired
+	names, err := d.links.Names(hostVethPrefix)
+	if err != nil {
+		return repaired, fmt.Errorf("list ournet veths: %w", err)
+	}
+	if d.releaseVanished(names) {
+		d.logErr("remove published ports of vanished containers", d.applyFirewall(context.Background()))
+		d.saveOrRetry()
+		repaired = true
+	}
+	return repaired, nil
 }
 
 // restoreNetwork re-creates a network's bridge (addresses, kernel settings)
@@ -124,8 +190,8 @@ func (d *Driver) restoreNetwork(id string, cfg *NetworkConfig) {
 		if err != nil {
 			d.log.Error("re-attaching veth failed", "veth", host, "error", err)
 		} else if missing {
-			// The container went away while we were down; the engine will
-			// send Leave/DeleteEndpoint, which clean up the rest.
+			// The container went away while we were down: releaseVanished
+			// frees its ports; Leave/DeleteEndpoint, if they come, the rest.
 			d.log.Warn("veth of a joined endpoint is gone", "veth", host, "endpoint", shortID(ep.ID))
 		}
 	}

@@ -43,7 +43,6 @@ type pool struct {
 	ipRange      netip.Prefix // --ip-range; equal to subnet when none was given
 	fromDefaults bool
 	used         bool   // an address was handed out: the engine accepted the subnet
-	claimed      bool   // handed to the engine since this process started (not persisted)
 	leases       []u128 // sorted, so the lowest free address is a binary search away
 }
 
@@ -83,7 +82,7 @@ func (a *Allocator) RequestPool(addressSpace, subnet, ipRange string, options ma
 		if err != nil {
 			return "", netip.Prefix{}, err
 		}
-		p := &pool{id: PoolID(addressSpace, prefix, netip.Prefix{}), addressSpace: addressSpace, subnet: prefix, ipRange: prefix, fromDefaults: true, claimed: true}
+		p := &pool{id: PoolID(addressSpace, prefix, netip.Prefix{}), addressSpace: addressSpace, subnet: prefix, ipRange: prefix, fromDefaults: true}
 		a.pools[p.id] = p
 		return p.id, prefix, nil
 	}
@@ -108,18 +107,13 @@ func (a *Allocator) RequestPool(addressSpace, subnet, ipRange string, options ma
 		p.ipRange, idRange = r, r
 	}
 	p.id = PoolID(addressSpace, prefix, idRange)
-	p.claimed = true
 
+	// A saved pool is held until the engine releases it, even one without
+	// leases and even after a restart: nothing tells a pool the engine holds
+	// from one whose reply a crash lost, and sharing a subnet is worse than
+	// refusing it.
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if same, ok := a.pools[p.id]; ok && !same.claimed && len(same.leases) == 0 {
-		// Saved by an earlier run but never used (it crashed before replying):
-		// the same request gets it again instead of overlapping itself. A pool
-		// claimed in this run stays taken, or two concurrent creates with one
-		// --subnet would share it.
-		same.claimed = true
-		return same.id, same.subnet, nil
-	}
 	for _, other := range a.sortedPools() {
 		if other.subnet.Overlaps(prefix) {
 			return "", netip.Prefix{}, fmt.Errorf("--subnet %s overlaps %s, already used by another ournet network (pool %s): choose a subnet that does not overlap", prefix, other.subnet, other.id)
@@ -127,30 +121,6 @@ func (a *Allocator) RequestPool(addressSpace, subnet, ipRange string, options ma
 	}
 	a.pools[p.id] = p
 	return p.id, prefix, nil
-}
-
-// claimedPools lists the pools handed to the engine in this run; the flag
-// is not persisted, so a Restore must be followed by reclaim.
-func (a *Allocator) claimedPools() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var ids []string
-	for id, p := range a.pools {
-		if p.claimed {
-			ids = append(ids, id)
-		}
-	}
-	return ids
-}
-
-func (a *Allocator) reclaim(ids []string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, id := range ids {
-		if p, ok := a.pools[id]; ok {
-			p.claimed = true
-		}
-	}
 }
 
 // minSubnetBits is the longest prefix that still holds a gateway and one
@@ -367,13 +337,11 @@ func (a *Allocator) pickDefault(v6 bool, routes []netip.Prefix) (netip.Prefix, e
 			busy = append(busy, r.Masked())
 		}
 	}
-	for id, p := range a.pools {
-		if p.fromDefaults && !p.claimed && len(p.leases) == 0 {
-			// Saved by a run that crashed before the engine got it: nobody
-			// uses it, and nobody will ask for it by subnet again.
-			delete(a.pools, id)
-			continue
-		}
+	// Every saved pool is busy until the engine releases it by PoolID: one
+	// without leases may well be held (a restart only resets "claimed", it
+	// says nothing about the engine), and handing it out again would put two
+	// networks on one subnet.
+	for _, p := range a.pools {
 		busy = append(busy, p.subnet)
 	}
 	busy = append(busy, a.rejected...)

@@ -29,13 +29,18 @@ type Driver struct {
 	alloc *Allocator
 	file  store.File
 	log   *slog.Logger
+	// readOnly is set when ipam.json was written by a newer ournet: the file
+	// is kept and every change is refused with this error. Set in NewDriver only.
+	readOnly error
 }
 
 var _ api.Ipam = (*Driver)(nil)
 
 // NewDriver loads stateFile (a missing file is a first start). A corrupt file
-// is moved aside and the driver starts empty rather than crash-looping; other
-// read errors are returned so a readable-but-busy state is never overwritten.
+// is moved aside and the driver starts empty rather than crash-looping; a file
+// from a newer ournet is kept and every change refused until the upgrade is
+// redone; other read errors are returned so a readable-but-busy state is
+// never overwritten.
 // Nil defaultPools mean DockerDefaultPools; hostRoutes lists the host's routes.
 func NewDriver(stateFile string, hostRoutes func() []netip.Prefix, defaultPools []DefaultPool, logger *slog.Logger) (*Driver, error) {
 	if logger == nil {
@@ -44,6 +49,11 @@ func NewDriver(stateFile string, hostRoutes func() []netip.Prefix, defaultPools 
 	d := &Driver{alloc: NewAllocator(defaultPools, hostRoutes), file: store.File{Path: stateFile, Version: stateVersion}, log: logger}
 	var s State
 	found, err := d.file.Load(&s)
+	if errors.Is(err, store.ErrNewerVersion) {
+		logger.Error("ipam state is from a newer ournet: every change is refused", "error", err)
+		d.readOnly = err
+		return d, nil
+	}
 	if err == nil && found {
 		if rerr := d.alloc.Restore(s); rerr != nil {
 			err = fmt.Errorf("%w: %s: %v", store.ErrCorrupt, stateFile, rerr)
@@ -69,6 +79,9 @@ func NewDriver(stateFile string, hostRoutes func() []netip.Prefix, defaultPools 
 // change applies op and saves; if saving fails the change is undone in memory
 // so that the error the engine sees matches what ournet remembers.
 func (d *Driver) change(op func() (changed bool, err error)) error {
+	if d.readOnly != nil {
+		return d.readOnly
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	before := d.alloc.State()
@@ -77,11 +90,9 @@ func (d *Driver) change(op func() (changed bool, err error)) error {
 		return err
 	}
 	if err := d.file.Save(d.alloc.State()); err != nil {
-		claimed := d.alloc.claimedPools()
 		if rerr := d.alloc.Restore(before); rerr != nil { // cannot happen: before was valid
 			d.log.Error("ipam could not undo a change after a failed save", "error", rerr)
 		}
-		d.alloc.reclaim(claimed) // Restore forgets which pools this run handed out
 		return fmt.Errorf("ournet IPAM could not save its state, so nothing was changed: %w", err)
 	}
 	return nil

@@ -98,7 +98,6 @@ func TestDriverPersistsAcrossRestart(t *testing.T) {
 func TestDriverQuarantinesCorruptState(t *testing.T) {
 	for name, content := range map[string]string{
 		"not json":       "{garbage",
-		"newer format":   `{"version": 99, "data": {}}`,
 		"overlapping":    `{"version": 1, "data": {"pools": [{"id": "a", "subnet": "10.0.0.0/8"}, {"id": "b", "subnet": "10.1.0.0/16"}]}}`,
 		"lease outside":  `{"version": 1, "data": {"pools": [{"id": "a", "subnet": "10.0.0.0/24", "leases": ["10.0.1.1"]}]}}`,
 		"unmasked range": `{"version": 1, "data": {"pools": [{"id": "a", "subnet": "10.0.0.0/24", "range": "10.0.0.5/25"}]}}`,
@@ -181,5 +180,70 @@ func TestDriverErrorsReachTheUser(t *testing.T) {
 	_, err = d.RequestPool(&api.RequestPoolRequest{AddressSpace: LocalAddressSpace, V6: true})
 	if err == nil || !strings.Contains(err.Error(), "IPv6 needs --subnet") {
 		t.Errorf("IPv6 default pool: %v", err)
+	}
+}
+
+// The engine holds pools across plugin restarts and releases them by PoolID
+// later: a restarted driver must not hand a held pool out again, even one
+// without leases.
+func TestDriverDefaultPoolHeldAcrossRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipam.json")
+	d, _ := newDriver(t, path)
+	first, err := d.RequestPool(&api.RequestPoolRequest{AddressSpace: LocalAddressSpace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted, _ := newDriver(t, path)
+	again, err := restarted.RequestPool(&api.RequestPoolRequest{AddressSpace: LocalAddressSpace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Pool == first.Pool || again.PoolID == first.PoolID {
+		t.Fatalf("pool %s (%s) handed out twice after a restart", first.Pool, first.PoolID)
+	}
+	if err := restarted.ReleasePool(&api.ReleasePoolRequest{PoolID: first.PoolID}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// After a downgrade the newer ournet's ipam.json is kept byte for byte and
+// every change is refused with the fix; read-only calls still answer.
+func TestDriverRefusesChangesToNewerState(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipam.json")
+	content := `{"version": 2, "data": {"pools": [], "future": true}}`
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := newDriver(t, path)
+	if _, err := d.GetCapabilities(); err != nil {
+		t.Error(err)
+	}
+	if _, err := d.GetDefaultAddressSpaces(); err != nil {
+		t.Error(err)
+	}
+	calls := map[string]func() error{
+		"RequestPool": func() error {
+			_, err := d.RequestPool(&api.RequestPoolRequest{AddressSpace: LocalAddressSpace, Pool: "10.0.0.0/24"})
+			return err
+		},
+		"ReleasePool": func() error { return d.ReleasePool(&api.ReleasePoolRequest{PoolID: "x"}) },
+		"RequestAddress": func() error {
+			_, err := d.RequestAddress(&api.RequestAddressRequest{PoolID: "x"})
+			return err
+		},
+		"ReleaseAddress": func() error { return d.ReleaseAddress(&api.ReleaseAddressRequest{PoolID: "x", Address: "10.0.0.2"}) },
+	}
+	for name, call := range calls {
+		err := call()
+		if err == nil || !strings.Contains(err.Error(), "ipam.json was written by a newer ournet (format 2); this ournet reads up to format 1") ||
+			!strings.Contains(err.Error(), "docker plugin upgrade") {
+			t.Errorf("%s = %v, want the downgrade error with its fix", name, err)
+		}
+	}
+	if kept, _ := os.ReadFile(path); string(kept) != content {
+		t.Errorf("ipam.json changed to %s", kept)
+	}
+	if moved, _ := filepath.Glob(path + ".corrupt-*"); len(moved) != 0 {
+		t.Errorf("newer state quarantined: %v", moved)
 	}
 }

@@ -109,6 +109,10 @@ func wire(ctx context.Context, cfg settings, log *slog.Logger, srv *server) (*dr
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
 	}
+	// A kernel that never answers must fail the call, not hang the engine.
+	if err := handle.SetSocketTimeout(netlinkTimeout); err != nil {
+		return nil, fmt.Errorf("netlink socket timeout: %w", err)
+	}
 	links := bridge.New(handle)
 
 	pools, err := ipam.ParseDefaultPools(cfg.DefaultPools)
@@ -149,9 +153,19 @@ func wire(ctx context.Context, cfg settings, log *slog.Logger, srv *server) (*dr
 		// leave every ournet network unusable.
 		log.Error("start-up reconciliation incomplete", "error", err)
 	}
-	srv.start(d, ipamDriver, func() any { return d.PublishedPorts() })
+	srv.start(d, ipamDriver, func() any {
+		listing, err := d.PublishedPorts()
+		if err != nil {
+			return map[string]string{"Err": err.Error()}
+		}
+		return listing
+	})
 	return d, nil
 }
+
+// netlinkTimeout bounds each netlink request, well under the driver's lock
+// wait, so one stuck request cannot make every other call time out.
+const netlinkTimeout = 10 * time.Second
 
 func healLoop(ctx context.Context, d *driver.Driver, every time.Duration, log *slog.Logger) {
 	t := time.NewTicker(every)

@@ -28,9 +28,33 @@ type envelope struct {
 // ErrCorrupt is wrapped by Load when the file exists but cannot be decoded.
 var ErrCorrupt = errors.New("state file is corrupt")
 
+// ErrNewerVersion is wrapped by Load when a newer ournet wrote the file (a
+// downgrade). The file is valid for that version: never move or overwrite it.
+var ErrNewerVersion = errors.New("state file was written by a newer ournet")
+
+// VersionError says which format the file has and which this build reads.
+type VersionError struct {
+	Path       string // empty when returned by Decode
+	Found, Max int
+}
+
+func (e *VersionError) Error() string {
+	name := "the state file"
+	if e.Path != "" {
+		name = filepath.Base(e.Path)
+	}
+	return fmt.Sprintf("%s was written by a newer ournet (format %d); this ournet reads up to format %d: "+
+		"upgrade the plugin again (docker plugin upgrade, or install the newer version), "+
+		"or remove %s to start over without the networks it records", name, e.Found, e.Max, name)
+}
+
+func (e *VersionError) Is(target error) bool { return target == ErrNewerVersion }
+
 // Load decodes the document into v. A missing file leaves v untouched and
-// returns (false, nil) so a first start looks like an empty state.
+// returns (false, nil) so a first start looks like an empty state. Temp
+// files a crash left between write and rename are removed first.
 func (f File) Load(v any) (found bool, err error) {
+	f.removeStaleTemps()
 	raw, err := os.ReadFile(f.Path)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
@@ -39,9 +63,30 @@ func (f File) Load(v any) (found bool, err error) {
 		return false, fmt.Errorf("read state %s: %w", f.Path, err)
 	}
 	if err := Decode(raw, f.Version, v); err != nil {
+		var newer *VersionError
+		if errors.As(err, &newer) {
+			newer.Path = f.Path
+			return false, newer
+		}
 		return false, fmt.Errorf("%w: %s: %v", ErrCorrupt, f.Path, err)
 	}
 	return true, nil
+}
+
+// tempPattern matches Save's temp files for this document only.
+func (f File) tempPattern() string {
+	return filepath.Join(filepath.Dir(f.Path), "."+filepath.Base(f.Path)+".tmp-*")
+}
+
+// removeStaleTemps deletes temp files of this document left by a crash. It
+// runs only at load, before this process saves, so none is being written.
+func (f File) removeStaleTemps() {
+	stale, _ := filepath.Glob(f.tempPattern())
+	for _, name := range stale {
+		if info, err := os.Lstat(name); err == nil && info.Mode().IsRegular() {
+			os.Remove(name)
+		}
+	}
 }
 
 // Decode parses a document written by Save. It is separate from Load so it
@@ -55,7 +100,7 @@ func Decode(raw []byte, wantVersion int, v any) error {
 		return errors.New("no version or data field")
 	}
 	if env.Version > wantVersion {
-		return fmt.Errorf("written by a newer ournet (format %d, this one reads up to %d)", env.Version, wantVersion)
+		return &VersionError{Found: env.Version, Max: wantVersion}
 	}
 	return json.Unmarshal(env.Data, v)
 }
@@ -74,7 +119,7 @@ func (f File) Save(v any) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create state directory: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(f.Path)+".tmp-*")
+	tmp, err := os.CreateTemp(dir, filepath.Base(f.tempPattern()))
 	if err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
@@ -97,11 +142,19 @@ func (f File) Save(v any) error {
 		return fmt.Errorf("replace state: %w", err)
 	}
 	// The rename is durable only once the directory entry is on disk.
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("sync state directory %s: %w", dir, err)
 	}
 	return nil
+}
+
+// syncDir is a variable so tests can make the directory sync fail.
+var syncDir = func(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
 }
 
 // Quarantine moves an unreadable file aside so the plugin can start with an
