@@ -21,6 +21,7 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 		host, peer := vethNames(ep.ID)
 		known[host], known[peer] = true, true
 	}
+	d.holdSavedPorts()
 	if !d.stateTrusted {
 		// We no longer know what is ours, and an empty plan would wipe the
 		// rules of every running container: leave links and rules alone.

@@ -24,6 +24,7 @@ import (
 	"github.com/ournet/ournet/driver"
 	"github.com/ournet/ournet/driver/bridge"
 	"github.com/ournet/ournet/driver/firewall"
+	"github.com/ournet/ournet/driver/hostports"
 	"github.com/ournet/ournet/driver/ports"
 	"github.com/ournet/ournet/ipam"
 )
@@ -133,12 +134,14 @@ func wire(ctx context.Context, cfg settings, log *slog.Logger, srv *server) (*dr
 	}
 	log.Info("iptables backend", "backend", backend.String())
 	first, last := ephemeralRange()
+	logOpenFileLimit(log)
 	d, err := driver.New(driver.Config{
 		Log:       log.With("api", "network"),
 		Links:     links,
 		Firewall:  firewall.New(backend, log.With("part", "firewall")),
 		Sysctl:    writeSysctl,
 		Chooser:   &ports.Chooser{InUse: hostPortInUse, EphemeralFirst: first, EphemeralLast: last},
+		Reserver:  hostports.New(log.With("part", "hostports")),
 		StateFile: filepath.Join(cfg.StateDir, "networks.json"),
 	})
 	if err != nil {
@@ -151,6 +154,18 @@ func wire(ctx context.Context, cfg settings, log *slog.Logger, srv *server) (*dr
 	}
 	srv.start(d, ipamDriver, func() any { return d.PublishedPorts() })
 	return d, nil
+}
+
+// logOpenFileLimit: each held host port is one open file (Go raised the soft
+// limit to the hard one at start). Past the limit ports are still published,
+// only no longer held; hostports warns when that happens.
+func logOpenFileLimit(log *slog.Logger) {
+	var limit syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &limit); err != nil {
+		log.Warn("reading the open-file limit failed", "error", err)
+		return
+	}
+	log.Info("open-file limit: one file per published host port held (two for a dual-stack -p)", "soft", limit.Cur, "hard", limit.Max)
 }
 
 func healLoop(ctx context.Context, d *driver.Driver, every time.Duration, log *slog.Logger) {
