@@ -374,3 +374,54 @@ func TestNetnsNoSCTPIsLoggedOnce(t *testing.T) {
 		t.Errorf("without SCTP: %d held, %d warnings; want 0 and 1", h.Count(), warnings)
 	}
 }
+
+// Out of file descriptors, Reserve still succeeds (the port is published
+// unheld), warns once, and holds again once descriptors are free.
+func TestNetnsOutOfFilesKeepsPublishing(t *testing.T) {
+	inNetns(t)
+	var saved unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &saved); err != nil {
+		t.Fatal(err)
+	}
+	open, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Room for about 3 more descriptors in the whole test process.
+	low := saved
+	low.Cur = uint64(len(open) + 3)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &saved); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	defer restore()
+	warnings := 0
+	h := New(slog.New(countWarnings{&warnings}))
+	var ps []Port
+	for i := range 10 {
+		ps = append(ps, Port{"udp", netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(7600+i))})
+	}
+	for _, p := range ps {
+		if err := h.Reserve("ep", []Port{p}); err != nil {
+			restore()
+			t.Fatalf("Reserve %s out of files: %v, want the port published unheld", p, err)
+		}
+	}
+	held := h.Count()
+	restore()
+	if held == 0 || held == len(ps) || warnings != 1 {
+		t.Errorf("with a limit of %d files: %d of %d held, %d warnings; want some held and one warning", low.Cur, held, len(ps), warnings)
+	}
+	if err := h.Reserve("ep", ps); err != nil || h.Count() != len(ps) {
+		t.Errorf("after the limit is raised: %v, %d held, want all %d", err, h.Count(), len(ps))
+	}
+	h.Keep("ep", nil)
+}
