@@ -169,7 +169,7 @@ func (h *Holder) cannotHold(p Port, err error) {
 		// host process be shadowed, a refused publication breaks a container.
 		if !h.outOfFiles {
 			h.outOfFiles = true
-			h.log.Warn("out of file descriptors: published host ports are no longer held until some are released; raise the plugin's open-file limit (LimitNOFILE of docker.service)",
+			h.log.Warn("out of file descriptors: published host ports are no longer held until some are released; raise the open-file limit the plugin inherits from the engine (LimitNOFILE of docker.service)",
 				"held", len(h.owner), "port", p.String(), "error", err)
 		}
 	default:
