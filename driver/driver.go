@@ -18,6 +18,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 
 	"github.com/ournet/ournet/driver/firewall"
+	"github.com/ournet/ournet/driver/hostports"
 	"github.com/ournet/ournet/driver/ports"
 	"github.com/ournet/ournet/store"
 )
@@ -36,6 +37,18 @@ type Links interface {
 type Firewall interface {
 	Apply(ctx context.Context, networks []firewall.Network) error
 	Check(ctx context.Context, networks []firewall.Network) ([]string, error)
+}
+
+// Reserver holds published host ports with sockets so a host process cannot
+// bind one and be silently shadowed by the DNAT rule (driver/hostports on
+// the host, a fake in tests). Owners are endpoint IDs.
+type Reserver interface {
+	// Reserve adds holds for owner, keeping the ones it has; a port in use
+	// returns a *hostports.InUseError and adds nothing.
+	Reserve(owner string, ports []hostports.Port) error
+	// Keep releases owner's holds not among ports (nil: all).
+	Keep(owner string, ports []hostports.Port)
+	Holds(p hostports.Port) bool
 }
 
 // Sysctl writes one kernel setting, e.g. ("net/ipv4/ip_forward", "1").
@@ -69,6 +82,7 @@ type Driver struct {
 	fw      Firewall
 	sysctl  Sysctl
 	chooser *ports.Chooser
+	holds   Reserver
 	file    store.File
 
 	// lockSlot holds one token while a call owns the driver: it guards st and
@@ -101,6 +115,7 @@ type Config struct {
 	Firewall  Firewall
 	Sysctl    Sysctl
 	Chooser   *ports.Chooser
+	Reserver  Reserver // nil: published ports are not held
 	StateFile string
 	LockWait  time.Duration // 0: DefaultLockWait
 }
@@ -119,6 +134,7 @@ func New(c Config) (*Driver, error) {
 	if d.lockWait <= 0 {
 		d.lockWait = DefaultLockWait
 	}
+	d.holds, d.chooser = withHolds(c.Reserver, c.Chooser)
 	d.st = state{Networks: map[string]*NetworkConfig{}, Endpoints: map[string]*Endpoint{}}
 	_, err := d.file.Load(&d.st)
 	if errors.Is(err, store.ErrNewerVersion) {
@@ -331,15 +347,18 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 		d.removeUnknownLink(DefaultBridgeName(req.NetworkID))
 		return nil
 	}
+	var gone []*Endpoint
 	for id, ep := range d.st.Endpoints {
 		if ep.NetworkID == req.NetworkID {
 			host, _ := vethNames(id)
 			d.logErr("remove veth of deleted network", d.links.DeleteLink(host), "veth", host)
 			delete(d.st.Endpoints, id)
+			gone = append(gone, ep)
 		}
 	}
 	delete(d.st.Networks, req.NetworkID)
 	d.logErr("remove firewall rules", d.applyFirewall(context.Background()), "network", shortID(req.NetworkID))
+	d.releaseHolds(gone...)
 	d.logErr("remove bridge", d.links.DeleteLink(cfg.Bridge), "bridge", cfg.Bridge)
 	d.saveOrRetry()
 	d.log.Info("network deleted", "network", shortID(req.NetworkID), "bridge", cfg.Bridge)
@@ -459,6 +478,7 @@ func (d *Driver) detach(ep *Endpoint) {
 	if d.unpublish(ep) {
 		d.logErr("remove published ports", d.applyFirewall(context.Background()), "endpoint", shortID(ep.ID))
 	}
+	d.releaseHolds(ep)
 	d.saveOrRetry()
 }
 
@@ -602,16 +622,26 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 	if len(chosen) == 0 && len(ep.Ports) == 0 {
 		return nil // nothing to publish: spare every plain docker run a firewall round trip
 	}
+	// Hold the ports before the DNAT exists: a host process that took one
+	// since Choose is a conflict, not a process silently shadowed.
+	if err := d.holds.Reserve(ep.ID, holdsOf(chosen)); err != nil {
+		return reserveConflict(err, chosen)
+	}
 	previous := ep.Ports
 	ep.Ports = chosen
 	if err := d.applyFirewall(context.Background()); err != nil {
 		ep.Ports = previous
-		return errors.Join(fmt.Errorf("publish ports: %w", err), d.undone("restore firewall rules", d.applyFirewall(context.Background())))
+		rollback := d.undone("restore firewall rules", d.applyFirewall(context.Background()))
+		d.holds.Keep(ep.ID, holdsOf(previous))
+		return errors.Join(fmt.Errorf("publish ports: %w", err), rollback)
 	}
 	if err := d.save(); err != nil {
 		ep.Ports = previous
-		return errors.Join(err, d.undone("restore firewall rules", d.applyFirewall(context.Background())))
+		rollback := d.undone("restore firewall rules", d.applyFirewall(context.Background()))
+		d.holds.Keep(ep.ID, holdsOf(previous))
+		return errors.Join(err, rollback)
 	}
+	d.holds.Keep(ep.ID, holdsOf(chosen))
 	if len(chosen) > 0 {
 		d.log.Info("ports published", "endpoint", shortID(ep.ID), "count", len(chosen), "first", describePort(chosen[0]))
 	}
@@ -691,6 +721,7 @@ func (d *Driver) RevokeExternalConnectivity(req *network.RevokeExternalConnectiv
 		ep.Ports = previous // state keeps matching the rules that are still live
 		return fmt.Errorf("unpublish ports: %w", err)
 	}
+	d.releaseHolds(ep)
 	d.saveOrRetry()
 	return nil
 }

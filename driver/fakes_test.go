@@ -317,6 +317,7 @@ type harness struct {
 	fw        *fakeFirewall
 	sysctl    *fakeSysctl
 	chooser   *ports.Chooser
+	holds     *fakeReserver
 	stateFile string
 }
 
@@ -330,6 +331,7 @@ func newHarness(t *testing.T) *harness {
 		fw:        &fakeFirewall{},
 		sysctl:    &fakeSysctl{},
 		chooser:   &ports.Chooser{EphemeralFirst: 40000, EphemeralLast: 40099},
+		holds:     newFakeReserver(),
 		stateFile: filepath.Join(t.TempDir(), "networks.json"),
 	}
 	h.restart()
@@ -341,7 +343,7 @@ func newHarness(t *testing.T) *harness {
 func (h *harness) restart() {
 	h.t.Helper()
 	d, err := New(Config{Log: quietLogger(), Links: h.links, Firewall: h.fw, Sysctl: h.sysctl.write,
-		Chooser: h.chooser, StateFile: h.stateFile})
+		Chooser: h.chooser, Reserver: h.holds, StateFile: h.stateFile})
 	if err != nil {
 		h.t.Fatalf("New: %v", err)
 	}

@@ -39,6 +39,7 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 	// Without the list of links the rules still go in: containers that
 	// survived the restart need their forwarding and published ports.
 	var errs []error
+	var gone []*Endpoint
 	names, err := d.links.Names(bridgePrefix, hostVethPrefix, peerVethPrefix)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list ournet interfaces: %w", err))
@@ -49,27 +50,29 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 				d.logErr("remove leftover interface", d.links.DeleteLink(name), "link", name)
 			}
 		}
-		if d.releaseVanished(names) {
+		if gone = d.releaseVanished(names); len(gone) > 0 {
 			d.saveOrRetry()
 		}
 	}
+	// After releaseVanished: the ports of containers that are gone stay free.
+	d.holdSavedPorts()
 	if err := d.applyFirewall(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("apply firewall rules: %w", err))
 	}
+	d.releaseHolds(gone...)
 	return errors.Join(errs...)
 }
 
 // releaseVanished handles joined endpoints whose host-side veth is not in
 // names: their container died (while ournet was down, or the engine never
 // sent Leave), so they have left and their published ports are free for
-// others. It reports whether the state changed; the caller applies the
-// firewall and saves.
-func (d *Driver) releaseVanished(names []string) (changed bool) {
+// others. It returns the endpoints it changed; the caller applies the
+// firewall, releases their held ports and saves.
+func (d *Driver) releaseVanished(names []string) (gone []*Endpoint) {
 	present := make(map[string]bool, len(names))
 	for _, name := range names {
 		present[name] = true
 	}
-	var gone []*Endpoint
 	for _, ep := range d.st.Endpoints {
 		if host, _ := vethNames(ep.ID); ep.Joined && !present[host] {
 			gone = append(gone, ep)
@@ -82,7 +85,7 @@ func (d *Driver) releaseVanished(names []string) (changed bool) {
 		ep.Joined = false
 	}
 	d.unpublish(gone...)
-	return len(gone) > 0
+	return gone
 }
 
 // isOurLinkName: a prefix plus exactly the 12 hex digits of an ID, so that
@@ -166,8 +169,9 @@ func (d *Driver) healLinks() (bool, error) {
 	if err != nil {
 		return repaired, fmt.Errorf("list ournet veths: %w", err)
 	}
-	if d.releaseVanished(names) {
+	if gone := d.releaseVanished(names); len(gone) > 0 {
 		d.logErr("remove published ports of vanished containers", d.applyFirewall(context.Background()))
+		d.releaseHolds(gone...)
 		d.saveOrRetry()
 		repaired = true
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/ournet/ournet/driver"
 	"github.com/ournet/ournet/driver/bridge"
 	"github.com/ournet/ournet/driver/firewall"
+	"github.com/ournet/ournet/driver/hostports"
 	"github.com/ournet/ournet/driver/ports"
 	"github.com/ournet/ournet/ipam"
 )
@@ -137,12 +138,14 @@ func wire(ctx context.Context, cfg settings, log *slog.Logger, srv *server) (*dr
 	}
 	log.Info("iptables backend", "backend", backend.String())
 	first, last := ephemeralRange()
+	logOpenFileLimit(log)
 	d, err := driver.New(driver.Config{
 		Log:       log.With("api", "network"),
 		Links:     links,
 		Firewall:  firewall.New(backend, log.With("part", "firewall")),
 		Sysctl:    writeSysctl,
 		Chooser:   &ports.Chooser{InUse: hostPortInUse, EphemeralFirst: first, EphemeralLast: last},
+		Reserver:  hostports.New(log.With("part", "hostports")),
 		StateFile: filepath.Join(cfg.StateDir, "networks.json"),
 	})
 	if err != nil {
@@ -166,6 +169,18 @@ func wire(ctx context.Context, cfg settings, log *slog.Logger, srv *server) (*dr
 // netlinkTimeout bounds each netlink request, well under the driver's lock
 // wait, so one stuck request cannot make every other call time out.
 const netlinkTimeout = 10 * time.Second
+
+// logOpenFileLimit: each held host port is one open file (Go raised the soft
+// limit to the hard one at start). Past the limit ports are still published,
+// only no longer held; hostports warns when that happens.
+func logOpenFileLimit(log *slog.Logger) {
+	var limit syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &limit); err != nil {
+		log.Warn("reading the open-file limit failed", "error", err)
+		return
+	}
+	log.Info("open-file limit: one file per published host port held (two for a dual-stack -p)", "soft", limit.Cur, "hard", limit.Max)
+}
 
 func healLoop(ctx context.Context, d *driver.Driver, every time.Duration, log *slog.Logger) {
 	t := time.NewTicker(every)

@@ -1,0 +1,215 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/ournet/ournet/driver/ports"
+)
+
+const dualStackPort8080 = `[{"Proto":6,"IP":"","Port":80,"HostIP":"","HostPort":8080,"HostPortEnd":8080},` +
+	`{"Proto":17,"IP":"","Port":53,"HostIP":"127.0.0.1","HostPort":5353,"HostPortEnd":5353}]`
+
+// dualStackHarness has netA with IPv4 and IPv6 and epA joined with both.
+func dualStackHarness(t *testing.T) *harness {
+	t.Helper()
+	h := newHarness(t)
+	req := createRequest(netA, nil)
+	req.IPv4Data = []*network.IPAMData{{Pool: "172.30.1.0/24", Gateway: "172.30.1.1/24"}}
+	req.IPv6Data = []*network.IPAMData{{Pool: "fd00:30::/64", Gateway: "fd00:30::1/64"}}
+	if err := h.d.CreateNetwork(req); err != nil {
+		t.Fatal(err)
+	}
+	h.holds.fw = h.fw
+	if _, err := h.d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: netA, EndpointID: epA,
+		Interface: &network.EndpointInterface{Address: "172.30.1.5/24", AddressIPv6: "fd00:30::5/64"}, Options: map[string]interface{}{}}); err != nil {
+		t.Fatal(err)
+	}
+	h.mustJoin(netA, epA)
+	return h
+}
+
+var epAHolds = []string{"e1e1e1e1e1e1 tcp 0.0.0.0:8080", "e1e1e1e1e1e1 tcp [::]:8080", "e1e1e1e1e1e1 udp 127.0.0.1:5353"}
+
+func TestPublishHoldsPorts(t *testing.T) {
+	h := dualStackHarness(t)
+	if err := h.program(epA, dualStackPort8080); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.holds.list(); !reflect.DeepEqual(got, epAHolds) {
+		t.Errorf("holds after publishing = %v, want %v", got, epAHolds)
+	}
+}
+
+func TestUnpublishReleasesHolds(t *testing.T) {
+	tests := []struct {
+		name      string
+		unpublish func(h *harness) error
+	}{
+		{"revoke", func(h *harness) error {
+			return h.d.RevokeExternalConnectivity(&network.RevokeExternalConnectivityRequest{NetworkID: netA, EndpointID: epA})
+		}},
+		{"leave", func(h *harness) error { return h.d.Leave(&network.LeaveRequest{NetworkID: netA, EndpointID: epA}) }},
+		{"delete endpoint", func(h *harness) error {
+			return h.d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: netA, EndpointID: epA})
+		}},
+		{"delete network", func(h *harness) error { return h.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: netA}) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := dualStackHarness(t)
+			// epB on netB keeps its hold through epA's unpublishing.
+			h.mustCreateNetwork(netB, 2, nil)
+			h.mustJoinedEndpoint(netB, epB, "172.30.2.5/24")
+			if err := h.program(epB, `[{"Proto":6,"Port":80,"HostPort":9090,"HostPortEnd":9090}]`); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.program(epA, dualStackPort8080); err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.unpublish(h); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := h.holds.list(), []string{"e2e2e2e2e2e2 tcp 0.0.0.0:9090"}; !reflect.DeepEqual(got, want) {
+				t.Errorf("holds = %v, want only %v", got, want)
+			}
+			if len(h.holds.earlyReleases) > 0 {
+				t.Errorf("released while the DNAT still published them: %v", h.holds.earlyReleases)
+			}
+		})
+	}
+}
+
+func TestRevokeFailureKeepsHolds(t *testing.T) {
+	h := dualStackHarness(t)
+	if err := h.program(epA, dualStackPort8080); err != nil {
+		t.Fatal(err)
+	}
+	h.fw.failOnce(errors.New("restore failed"))
+	if err := h.d.RevokeExternalConnectivity(&network.RevokeExternalConnectivityRequest{NetworkID: netA, EndpointID: epA}); err == nil {
+		t.Fatal("firewall failure not reported")
+	}
+	if got := h.holds.list(); !reflect.DeepEqual(got, epAHolds) {
+		t.Errorf("holds after a failed revoke = %v, want them kept with the live rules: %v", got, epAHolds)
+	}
+}
+
+// A host process that binds a port between Choose and the hold makes the
+// publication fail whole, with nothing installed or saved.
+func TestPublishConflictOnReserve(t *testing.T) {
+	h := dualStackHarness(t)
+	h.holds.bindOnHost("tcp", "[::]:8080")
+	_, appliedBefore := h.fw.lastApplied()
+	err := h.program(epA, dualStackPort8080)
+	var conflict *ports.ConflictError
+	if !errors.As(err, &conflict) {
+		t.Fatalf("publish over a host process: %v, want a ConflictError", err)
+	}
+	want := "cannot publish tcp port [::]:8080 (to container port 80): already in use on the host; choose another host port or stop what uses it"
+	if err.Error() != want {
+		t.Errorf("error\n got %q\nwant %q", err, want)
+	}
+	if _, applied := h.fw.lastApplied(); applied != appliedBefore || len(h.publishedIn(netA)) != 0 {
+		t.Errorf("firewall changed by a failed publish: %d -> %d applies, ports %v", appliedBefore, applied, h.publishedIn(netA))
+	}
+	if got := h.holds.list(); len(got) != 0 {
+		t.Errorf("holds left by a failed publish: %v", got)
+	}
+	h.restart()
+	if ports := h.d.st.Endpoints[epA].Ports; len(ports) != 0 {
+		t.Errorf("state saved ports of a failed publish: %+v", ports)
+	}
+}
+
+func TestPublishFirewallFailureReleasesNewHolds(t *testing.T) {
+	h := dualStackHarness(t)
+	if err := h.program(epA, `[{"Proto":6,"Port":80,"HostPort":8080,"HostPortEnd":8080}]`); err != nil {
+		t.Fatal(err)
+	}
+	h.fw.failOnce(errors.New("restore failed"))
+	if err := h.program(epA, `[{"Proto":6,"Port":80,"HostPort":9090,"HostPortEnd":9090}]`); err == nil {
+		t.Fatal("firewall failure not reported")
+	}
+	want := []string{"e1e1e1e1e1e1 tcp 0.0.0.0:8080", "e1e1e1e1e1e1 tcp [::]:8080"}
+	if got := h.holds.list(); !reflect.DeepEqual(got, want) {
+		t.Errorf("holds after a failed re-publish = %v, want the previous ones %v", got, want)
+	}
+}
+
+// The real InUse binds a test socket, which fails on ournet's own hold: an
+// endpoint publishing again must not conflict with itself, while another
+// endpoint still cannot take the port.
+func TestRepublishKeepsOwnHolds(t *testing.T) {
+	h := newHarness(t)
+	h.chooser.InUse = h.holds.kernelInUse
+	h.restart()
+	h.mustCreateNetwork(netA, 1, nil)
+	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
+	h.mustJoinedEndpoint(netA, epB, "172.30.1.6/24")
+	for i := range 2 {
+		if err := h.program(epA, port8080); err != nil {
+			t.Fatalf("publish #%d: %v", i+1, err)
+		}
+	}
+	if got, want := h.holds.list(), []string{"e1e1e1e1e1e1 tcp 0.0.0.0:8080"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("holds = %v, want %v", got, want)
+	}
+	err := h.program(epB, port8080)
+	if err == nil || err.Error() != "cannot publish tcp port 0.0.0.0:8080 (to container port 80): already published by ournet for 172.30.1.5; choose another host port or stop what uses it" {
+		t.Errorf("epB publishing epA's port: %v", err)
+	}
+	// A port only a host process holds is still in use.
+	h.holds.bindOnHost("tcp", "0.0.0.0:9090")
+	if err := h.program(epB, `[{"Proto":6,"Port":80,"HostPort":9090,"HostPortEnd":9090}]`); err == nil ||
+		err.Error() != "cannot publish tcp port 0.0.0.0:9090 (to container port 80): already in use on the host; choose another host port or stop what uses it" {
+		t.Errorf("publishing a host process's port: %v", err)
+	}
+}
+
+// After a plugin restart (its sockets closed with it) Reconcile holds again
+// every port of the saved state; one a host process took meanwhile keeps
+// its DNAT.
+func TestReconcileHoldsSavedPorts(t *testing.T) {
+	h := dualStackHarness(t)
+	if err := h.program(epA, dualStackPort8080); err != nil {
+		t.Fatal(err)
+	}
+	h.holds = newFakeReserver()
+	h.holds.bindOnHost("udp", "127.0.0.1:5353")
+	h.restart()
+	if err := h.d.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := epAHolds[:2]
+	if got := h.holds.list(); !reflect.DeepEqual(got, want) {
+		t.Errorf("holds after Reconcile = %v, want %v", got, want)
+	}
+	if got := len(h.publishedIn(netA)); got != 3 {
+		t.Errorf("%d ports published after Reconcile, want all 3 (a host process on one keeps its DNAT)", got)
+	}
+	if err := h.d.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.holds.list(); !reflect.DeepEqual(got, want) {
+		t.Errorf("holds after a second Reconcile = %v, want %v", got, want)
+	}
+}
+
+func TestRepublishReleasesDroppedHolds(t *testing.T) {
+	h := newHarness(t)
+	h.mustCreateNetwork(netA, 1, nil)
+	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
+	if err := h.program(epA, port8080); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.program(epA, `[{"Proto":6,"Port":80,"HostPort":9090,"HostPortEnd":9090}]`); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := h.holds.list(), []string{"e1e1e1e1e1e1 tcp 0.0.0.0:9090"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("holds after publishing 9090 instead of 8080 = %v, want %v", got, want)
+	}
+}
