@@ -461,7 +461,15 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 // removeUnknownLink deletes a link whose name ournet derives from an ID the
 // engine still uses but ournet's state lost, so that docker network rm and
 // docker rm clean up even then.
+//
+// A name that a known network or endpoint uses is never removed: an unknown
+// ID may share its first 12 characters with a known one, or a user may have
+// named a bridge like a default one.
 func (d *Driver) removeUnknownLink(name string) {
+	if d.knownLinks()[name] {
+		d.log.Warn("not removing a link that a known network or endpoint uses", "link", name)
+		return
+	}
 	if exists, err := d.links.Exists(name); err == nil && exists {
 		d.log.Info("removing the link of an object ournet's state lost", "link", name)
 		d.logErr("remove link", d.links.DeleteLink(name), "link", name)

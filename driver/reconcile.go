@@ -21,15 +21,10 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 		return err
 	}
 	defer d.unlock()
-	known := map[string]bool{}
 	for id, cfg := range d.st.Networks {
-		known[cfg.Bridge] = true
 		d.restoreNetwork(id, cfg)
 	}
-	for _, ep := range d.st.Endpoints {
-		host, peer := vethNames(ep.ID)
-		known[host], known[peer] = true, true
-	}
+	known := d.knownLinks()
 	if !d.stateTrusted {
 		// We no longer know what is ours, and an empty plan would wipe the
 		// rules of every running container: leave links and rules alone.
@@ -86,6 +81,19 @@ func (d *Driver) releaseVanished(names []string) (gone []*Endpoint) {
 	}
 	d.unpublish(gone...)
 	return gone
+}
+
+// knownLinks is every link name the state's networks and endpoints use.
+func (d *Driver) knownLinks() map[string]bool {
+	known := map[string]bool{}
+	for _, cfg := range d.st.Networks {
+		known[cfg.Bridge] = true
+	}
+	for _, ep := range d.st.Endpoints {
+		host, peer := vethNames(ep.ID)
+		known[host], known[peer] = true, true
+	}
+	return known
 }
 
 // isOurLinkName: a prefix plus exactly the 12 hex digits of an ID, so that

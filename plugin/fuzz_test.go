@@ -171,7 +171,17 @@ func (p *fuzzPlugin) restart() {
 	}
 	p.network, p.ipam = nd, id
 	p.srv = newServer(quiet())
-	p.srv.start(nd, id, func() any { return nd.PublishedPorts() })
+	p.srv.start(nd, id, publishedPorts(nd))
+}
+
+// ports lists what a driver publishes; the call itself must not fail.
+func (p *fuzzPlugin) ports(d *driver.Driver) []driver.PortListing {
+	p.t.Helper()
+	listing, err := d.PublishedPorts()
+	if err != nil {
+		p.t.Fatalf("%s: PublishedPorts: %v", p.step, err)
+	}
+	return listing
 }
 
 // load builds both drivers on the state files; neither may find them corrupt.
@@ -278,7 +288,7 @@ func (p *fuzzPlugin) snapshot() view {
 	return view{
 		Networks:  p.fileData("networks.json"),
 		IPAM:      p.fileData("ipam.json"),
-		Published: p.network.PublishedPorts(),
+		Published: p.ports(p.network),
 		Endpoints: endpointInfo(p.network, p.seenIDs),
 		Links:     p.links.snapshot(),
 	}
@@ -325,7 +335,7 @@ func (p *fuzzPlugin) fileData(name string) any {
 func (p *fuzzPlugin) checkReload() {
 	p.t.Helper()
 	nd, _ := p.load()
-	if got, want := nd.PublishedPorts(), p.network.PublishedPorts(); !reflect.DeepEqual(got, want) {
+	if got, want := p.ports(nd), p.ports(p.network); !reflect.DeepEqual(got, want) {
 		p.t.Fatalf("%s: published ports after a restart differ:\nreloaded %+v\nrunning  %+v", p.step, got, want)
 	}
 	if got, want := endpointInfo(nd, p.seenIDs), endpointInfo(p.network, p.seenIDs); !reflect.DeepEqual(got, want) {
@@ -481,6 +491,7 @@ type fakeLink struct {
 	Gateways []netip.Prefix
 	MAC      string
 	Peer     string
+	Isolated bool // bridge port isolation (icc=false)
 }
 
 // fakeLinks is an in-memory driver.Links whose methods can be made to fail.
@@ -547,7 +558,7 @@ func (f *fakeLinks) EnsureBridge(name string, mtu int, gateways []netip.Prefix) 
 	return true, nil
 }
 
-func (f *fakeLinks) AddVeth(hostName, peerName, bridgeName string, mtu int, peerMAC net.HardwareAddr) error {
+func (f *fakeLinks) AddVeth(hostName, peerName, bridgeName string, mtu int, peerMAC net.HardwareAddr, isolated bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.injected("AddVeth"); err != nil {
@@ -561,12 +572,12 @@ func (f *fakeLinks) AddVeth(hostName, peerName, bridgeName string, mtu int, peer
 			return fmt.Errorf("create veth %s: file exists", name)
 		}
 	}
-	f.links[hostName] = &fakeLink{Kind: "veth", MTU: mtu, Master: bridgeName, Peer: peerName}
+	f.links[hostName] = &fakeLink{Kind: "veth", MTU: mtu, Master: bridgeName, Peer: peerName, Isolated: isolated}
 	f.links[peerName] = &fakeLink{Kind: "veth", MTU: mtu, MAC: peerMAC.String(), Peer: hostName}
 	return nil
 }
 
-func (f *fakeLinks) EnsurePort(hostName, bridgeName string) (bool, error) {
+func (f *fakeLinks) EnsurePort(hostName, bridgeName string, isolated bool) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.injected("EnsurePort"); err != nil {
@@ -579,7 +590,7 @@ func (f *fakeLinks) EnsurePort(hostName, bridgeName string) (bool, error) {
 	if _, ok := f.links[bridgeName]; !ok {
 		return false, fmt.Errorf("find bridge %s: not found", bridgeName)
 	}
-	l.Master = bridgeName
+	l.Master, l.Isolated = bridgeName, isolated
 	return false, nil
 }
 

@@ -156,14 +156,19 @@ func wire(ctx context.Context, cfg settings, log *slog.Logger, srv *server) (*dr
 		// leave every ournet network unusable.
 		log.Error("start-up reconciliation incomplete", "error", err)
 	}
-	srv.start(d, ipamDriver, func() any {
+	srv.start(d, ipamDriver, publishedPorts(d))
+	return d, nil
+}
+
+// publishedPorts answers /ournet.PublishedPorts: the listing, or {"Err": ...}.
+func publishedPorts(d *driver.Driver) func() any {
+	return func() any {
 		listing, err := d.PublishedPorts()
 		if err != nil {
 			return map[string]string{"Err": err.Error()}
 		}
 		return listing
-	})
-	return d, nil
+	}
 }
 
 // netlinkTimeout bounds each netlink request, well under the driver's lock
