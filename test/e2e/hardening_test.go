@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -226,4 +227,53 @@ func closeAfter[C interface{ Close() error }](c C, err error) error {
 		return err
 	}
 	return c.Close()
+}
+
+// A state file written by a newer ournet (a downgrade) is kept as it is and
+// every change is refused with both format versions named; putting the
+// file back as it was makes the plugin work again.
+func TestNewerStateFileRefused(t *testing.T) {
+	const path = "/var/lib/ournet/networks.json"
+	network(t, "-d", pluginName) // the state file exists from here on
+	original, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		cmd("docker", "plugin", "disable", "-f", managedName)
+		os.WriteFile(path, original, 0o600)
+		cmd("docker", "plugin", "enable", managedName)
+		restored = true
+	}
+	t.Cleanup(func() {
+		if !restored {
+			restore()
+		}
+	})
+	var doc map[string]any
+	if err := json.Unmarshal(original, &doc); err != nil {
+		t.Fatal(err)
+	}
+	doc["version"] = 99
+	newer, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docker(t, "plugin", "disable", "-f", managedName)
+	if err := os.WriteFile(path, newer, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	docker(t, "plugin", "enable", managedName)
+	out := dockerFails(t, "network", "create", "-d", pluginName, uniq("net"))
+	for _, want := range []string{"newer ournet", "format 99", "format 1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the refusal does not say %q:\n%s", want, out)
+		}
+	}
+	if now, _ := os.ReadFile(path); string(now) != string(newer) {
+		t.Fatalf("the newer state file was changed:\nbefore %s\nafter  %s", newer, now)
+	}
+	restore()
+	network(t, "-d", pluginName)
 }
