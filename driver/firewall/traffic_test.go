@@ -130,7 +130,7 @@ func TestNetnsTraffic(t *testing.T) {
 
 		networks := []Network{
 			{ID: "aaaa", Bridge: "on-a", Subnets: []netip.Prefix{pfx("172.30.0.0/24")}, ICC: true, Masquerade: true,
-				Ports: []PublishedPort{{Proto: "tcp", HostPort: 8080, ContainerIP: addr("172.30.0.2"), ContainerPort: 80}}},
+				Endpoints: []Endpoint{{ID: "c1c1", Ports: []PublishedPort{{Proto: "tcp", HostPort: 8080, ContainerIP: addr("172.30.0.2"), ContainerPort: 80}}}}},
 			{ID: "bbbb", Bridge: "on-b", Subnets: []netip.Prefix{pfx("172.31.0.0/24")}, ICC: true, Masquerade: true},
 		}
 		if err := New(b, testLog(t)).Apply(context.Background(), networks); err != nil {
