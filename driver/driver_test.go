@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -98,7 +99,20 @@ func (h *harness) publishedIn(networkID string) []firewall.PublishedPort {
 	if n == nil {
 		h.t.Fatalf("network %s is not in the last firewall plan %+v", networkID, plan)
 	}
-	return n.Ports
+	var out []firewall.PublishedPort
+	for _, ep := range n.Endpoints {
+		out = append(out, ep.Ports...)
+	}
+	slices.SortFunc(out, func(a, b firewall.PublishedPort) int {
+		if ports.Less(a, b) {
+			return -1
+		}
+		if ports.Less(b, a) {
+			return 1
+		}
+		return 0
+	})
+	return out
 }
 
 const port8080 = `[{"Proto":6,"IP":"","Port":80,"HostIP":"","HostPort":8080,"HostPortEnd":8080}]`

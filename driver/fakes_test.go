@@ -271,7 +271,10 @@ func clonePlan(in []firewall.Network) []firewall.Network {
 	out := make([]firewall.Network, len(in))
 	for i, n := range in {
 		n.Subnets = slices.Clone(n.Subnets)
-		n.Ports = slices.Clone(n.Ports)
+		n.Endpoints = slices.Clone(n.Endpoints)
+		for j := range n.Endpoints {
+			n.Endpoints[j].Ports = slices.Clone(n.Endpoints[j].Ports)
+		}
 		out[i] = n
 	}
 	return out

@@ -108,9 +108,11 @@ func (f *fakeReserver) list() []string {
 func (f *fakeFirewall) publishes(p hostports.Port) bool {
 	plan, _ := f.lastApplied()
 	for _, n := range plan {
-		for _, pp := range n.Ports {
-			if holdOf(pp) == p {
-				return true
+		for _, ep := range n.Endpoints {
+			for _, pp := range ep.Ports {
+				if holdOf(pp) == p {
+					return true
+				}
 			}
 		}
 	}

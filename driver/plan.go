@@ -6,7 +6,6 @@ import (
 	"sort"
 
 	"github.com/ournet/ournet/driver/firewall"
-	"github.com/ournet/ournet/driver/ports"
 )
 
 // Link name prefixes: everything ournet creates on the host starts with one,
@@ -50,12 +49,15 @@ func (cfg *NetworkConfig) gateways() []netip.Prefix {
 // the iptables DROP sees bridged frames only with br_netfilter enabled.
 func (cfg *NetworkConfig) isolatedPorts() bool { return !cfg.ICC }
 
-// firewallPlan is the whole firewall as data: every network with the ports
-// its endpoints publish. The firewall package renders rules from it.
+// firewallPlan is the whole firewall as data: every network with its
+// endpoints that publish ports. The firewall package renders rules from it,
+// a chain per endpoint, so it needs to know which endpoint a port belongs to.
 func firewallPlan(networks map[string]*NetworkConfig, endpoints map[string]*Endpoint) []firewall.Network {
-	byNetwork := map[string][]firewall.PublishedPort{}
-	for _, ep := range endpoints {
-		byNetwork[ep.NetworkID] = append(byNetwork[ep.NetworkID], ep.Ports...)
+	byNetwork := map[string][]firewall.Endpoint{}
+	for id, ep := range endpoints {
+		if len(ep.Ports) > 0 {
+			byNetwork[ep.NetworkID] = append(byNetwork[ep.NetworkID], firewall.Endpoint{ID: id, Ports: ep.Ports})
+		}
 	}
 	out := make([]firewall.Network, 0, len(networks))
 	for id, cfg := range networks {
@@ -65,12 +67,12 @@ func firewallPlan(networks map[string]*NetworkConfig, endpoints map[string]*Endp
 			ICC:        cfg.ICC,
 			Masquerade: cfg.Masquerade,
 			Internal:   cfg.Internal,
-			Ports:      byNetwork[id],
+			Endpoints:  byNetwork[id],
 		}
 		for _, s := range cfg.subnets() {
 			fwNetwork.Subnets = append(fwNetwork.Subnets, s.Pool)
 		}
-		sort.Slice(fwNetwork.Ports, func(i, j int) bool { return ports.Less(fwNetwork.Ports[i], fwNetwork.Ports[j]) })
+		sort.Slice(fwNetwork.Endpoints, func(i, j int) bool { return fwNetwork.Endpoints[i].ID < fwNetwork.Endpoints[j].ID })
 		out = append(out, fwNetwork)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Bridge < out[j].Bridge })

@@ -455,9 +455,9 @@ func expectedPlan(s savedNetworks) []firewall.Network {
 		for _, sub := range append(slices.Clone(cfg.IPv4), cfg.IPv6...) {
 			n.Subnets = append(n.Subnets, sub.Pool)
 		}
-		for _, ep := range s.Endpoints {
-			if ep.NetworkID == id {
-				n.Ports = append(n.Ports, ep.Ports...)
+		for epID, ep := range s.Endpoints {
+			if ep.NetworkID == id && len(ep.Ports) > 0 {
+				n.Endpoints = append(n.Endpoints, firewall.Endpoint{ID: epID, Ports: ep.Ports})
 			}
 		}
 		out = append(out, n)
@@ -472,11 +472,14 @@ func normalizePlan(plan []firewall.Network) []firewall.Network {
 		if len(n.Subnets) == 0 {
 			n.Subnets = nil
 		}
-		n.Ports = slices.Clone(n.Ports)
-		if len(n.Ports) == 0 {
-			n.Ports = nil
+		var endpoints []firewall.Endpoint
+		for _, ep := range n.Endpoints {
+			ep.Ports = slices.Clone(ep.Ports)
+			sort.Slice(ep.Ports, func(i, j int) bool { return fmt.Sprint(ep.Ports[i]) < fmt.Sprint(ep.Ports[j]) })
+			endpoints = append(endpoints, ep)
 		}
-		sort.Slice(n.Ports, func(i, j int) bool { return fmt.Sprint(n.Ports[i]) < fmt.Sprint(n.Ports[j]) })
+		sort.Slice(endpoints, func(i, j int) bool { return endpoints[i].ID < endpoints[j].ID })
+		n.Endpoints = endpoints
 		out = append(out, n)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

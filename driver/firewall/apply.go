@@ -11,11 +11,26 @@ import (
 )
 
 // Firewall applies rendered rulesets to the host through one Backend.
+//
+// It remembers, per family, the ruleset it last applied successfully, so a
+// change writes only the chains whose contents differ (one iptables-restore
+// --noflush naming just those) without reading the live rules back. The first
+// Apply, one after a failure, and one after Check found drift read the live
+// rules with iptables-save instead and repair whatever differs, jumps included.
 type Firewall struct {
 	Backend Backend
 	Log     *slog.Logger // nil: slog.Default()
 
-	mu sync.Mutex // one Apply/Check/Remove at a time; iptables itself only locks per exec
+	mu      sync.Mutex // one Apply/Check/Remove at a time; iptables itself only locks per exec
+	applied map[Family]applied
+}
+
+// applied is what a family's tables hold, as far as this Firewall knows.
+type applied struct {
+	rs Ruleset
+	// absent: the family holds nothing of ournet's and no network uses it
+	// (IPv6 on an IPv4-only host): nothing to write or check.
+	absent bool
 }
 
 // New returns a Firewall using backend b.
@@ -28,38 +43,36 @@ func (fw *Firewall) log() *slog.Logger {
 	return slog.Default()
 }
 
-// familyState is one family's live rules, or why it is skipped.
-type familyState struct {
-	family Family
-	saved  Saved
+func (fw *Firewall) remember(f Family, a applied) {
+	if fw.applied == nil {
+		fw.applied = map[Family]applied{}
+	}
+	fw.applied[f] = a
 }
 
-// families returns the families to manage, with their live rules: IPv4
-// always; IPv6 when a network has an IPv6 subnet or ournet chains are left in
-// ip6tables (to empty them), and only if ip6tables works.
-func (fw *Firewall) families(ctx context.Context, networks []Network) ([]familyState, error) {
-	var states []familyState
-	for _, f := range []Family{IPv4, IPv6} {
-		out, err := fw.Backend.save(ctx, f)
-		if err != nil {
-			if f == IPv4 {
-				return nil, err
-			}
-			if usesFamily(networks, f) {
-				fw.log().Warn("ip6tables is unusable, IPv6 subnets get no firewall rules", "error", err)
-			}
-			continue
+// live reads one family's rules. ok is false when the family is to be left
+// alone: ip6tables unusable (warned about if a network needs it), or IPv6
+// unused and free of ournet chains (remembered as absent).
+func (fw *Firewall) live(ctx context.Context, f Family, networks []Network) (saved Saved, ok bool, err error) {
+	out, err := fw.Backend.save(ctx, f)
+	if err != nil {
+		if f == IPv4 {
+			return Saved{}, false, err
 		}
-		saved, err := ParseSave(out)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f, err)
+		if usesFamily(networks, f) {
+			fw.log().Warn("ip6tables is unusable, IPv6 subnets get no firewall rules", "error", err)
 		}
-		if f == IPv6 && !usesFamily(networks, f) && !holdsOurs(saved) {
-			continue
-		}
-		states = append(states, familyState{family: f, saved: saved})
+		return Saved{}, false, nil
 	}
-	return states, nil
+	saved, err = ParseSave(out)
+	if err != nil {
+		return Saved{}, false, fmt.Errorf("%s: %w", f, err)
+	}
+	if f == IPv6 && !usesFamily(networks, f) && !holdsOurs(saved) {
+		fw.remember(f, applied{absent: true})
+		return Saved{}, false, nil
+	}
+	return saved, true, nil
 }
 
 func usesFamily(networks []Network, f Family) bool {
@@ -85,79 +98,222 @@ func holdsOurs(s Saved) bool {
 }
 
 // Apply makes ournet's chains hold exactly the render of networks and puts
-// the jumps into them where they belong: one iptables-restore --noflush per
-// family. Running it again with the same networks changes nothing.
+// the jumps into them where they belong: at most one iptables-restore
+// --noflush per family, naming only the chains that change. Running it again
+// with the same networks execs nothing.
 func (fw *Firewall) Apply(ctx context.Context, networks []Network) error {
 	if err := Validate(networks); err != nil {
 		return err
 	}
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
-	states, err := fw.families(ctx, networks)
-	if err != nil {
-		return err
-	}
 	var errs []error
-	for _, st := range states {
-		rs := Render(st.family, networks)
-		input, fixed := restoreInput(rs, st.saved)
-		for _, problem := range fixed {
-			fw.log().Info("repairing firewall jump", "family", st.family.String(), "problem", problem)
+	for _, f := range []Family{IPv4, IPv6} {
+		rs := Render(f, networks)
+		known, isKnown := fw.applied[f]
+		if isKnown && known.absent && !usesFamily(networks, f) {
+			continue
 		}
-		if err := fw.Backend.restore(ctx, st.family, input); err != nil {
-			errs = append(errs, err)
+		var input string
+		if isKnown && !known.absent && sameLayout(known.rs, rs) {
+			input = changeInput(known.rs, rs)
+		} else {
+			saved, ok, err := fw.live(ctx, f, networks)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if !ok {
+				continue
+			}
+			var problems []string
+			input, problems = repairInput(rs, saved)
+			for _, problem := range problems {
+				fw.log().Info("repairing firewall rules", "family", f.String(), "problem", problem)
+			}
 		}
+		if input != "" {
+			if err := fw.Backend.restore(ctx, f, input); err != nil {
+				// What the kernel holds is unknown now: read it back next time.
+				delete(fw.applied, f)
+				errs = append(errs, err)
+				continue
+			}
+		}
+		fw.remember(f, applied{rs: rs})
 	}
 	return errors.Join(errs...)
 }
 
-// restoreInput writes the iptables-restore --noflush input that turns the
-// live state into rs: declaring a chain flushes it (both backends), then its
-// rules are appended and broken jumps are deleted and re-inserted.
-func restoreInput(rs Ruleset, live Saved) (input string, problems []string) {
+// sameLayout: the same tables with the same jumps from built-in chains, so
+// going from a to b only rewrites ournet's own chains.
+func sameLayout(a, b Ruleset) bool {
+	return slices.EqualFunc(a.Tables, b.Tables, func(x, y Table) bool {
+		return x.Name == y.Name && slices.EqualFunc(x.Jumps, y.Jumps, func(j, k Jump) bool {
+			return j.From == k.From && j.First == k.First && slices.Equal(j.Rule, k.Rule)
+		})
+	})
+}
+
+// chainEdit is what one table needs: chains to declare (which flushes them,
+// on both backends) and refill, references to delete, chains to drop, and
+// jumps to repair. A chain to drop is flushed and deleted after every
+// reference to it is gone, all in the same COMMIT.
+type chainEdit struct {
+	table   string
+	rewrite []Chain
+	unref   []SavedRule // rules outside ournet's chains that jump to a chain being dropped
+	drop    []string
+	jumps   []string // -D/-I lines, in order
+}
+
+func (e chainEdit) empty() bool {
+	return len(e.rewrite) == 0 && len(e.unref) == 0 && len(e.drop) == 0 && len(e.jumps) == 0
+}
+
+func (e chainEdit) write(b *strings.Builder) {
+	if e.empty() {
+		return
+	}
+	fmt.Fprintf(b, "*%s\n", e.table)
+	for _, c := range e.rewrite {
+		fmt.Fprintf(b, ":%s - [0:0]\n", c.Name)
+	}
+	for _, j := range e.jumps {
+		b.WriteString(j + "\n")
+	}
+	for _, r := range e.unref {
+		fmt.Fprintf(b, "-D %s %s\n", r.Chain, r.Rule)
+	}
+	for _, c := range e.drop {
+		fmt.Fprintf(b, "-F %s\n", c)
+	}
+	for _, c := range e.drop {
+		fmt.Fprintf(b, "-X %s\n", c)
+	}
+	for _, c := range e.rewrite {
+		for _, r := range c.Rules {
+			fmt.Fprintf(b, "-A %s %s\n", c.Name, r)
+		}
+	}
+	b.WriteString("COMMIT\n")
+}
+
+// changeInput is the iptables-restore --noflush input going from the applied
+// ruleset old to rs (same layout): only chains that are new, changed or gone.
+func changeInput(old, rs Ruleset) string {
 	var b strings.Builder
-	for _, t := range rs.Tables {
-		lt := live.Table(t.Name)
-		fmt.Fprintf(&b, "*%s\n", t.Name)
+	for i, t := range rs.Tables {
+		edit := chainEdit{table: t.Name}
+		before := chainIndex(old.Tables[i].Chains)
 		for _, c := range t.Chains {
-			fmt.Fprintf(&b, ":%s - [0:0]\n", c.Name)
+			if rules, ok := before[c.Name]; !ok || !slices.EqualFunc(rules, c.Rules, slices.Equal) {
+				edit.rewrite = append(edit.rewrite, c)
+			}
+			delete(before, c.Name)
+		}
+		// Only our own chains referenced a gone chain, and they are rewritten here.
+		for _, c := range old.Tables[i].Chains {
+			if _, gone := before[c.Name]; gone {
+				edit.drop = append(edit.drop, c.Name)
+			}
+		}
+		edit.write(&b)
+	}
+	return b.String()
+}
+
+func chainIndex(chains []Chain) map[string][]Rule {
+	m := make(map[string][]Rule, len(chains))
+	for _, c := range chains {
+		m[c.Name] = c.Rules
+	}
+	return m
+}
+
+// repairInput is the iptables-restore --noflush input turning the live rules
+// into rs: chains that are missing or differ are rewritten, ournet chains no
+// longer rendered are dropped, broken jumps deleted and re-inserted. problems
+// describe each repair that is not a plain rewrite of a changed chain.
+func repairInput(rs Ruleset, live Saved) (input string, problems []string) {
+	var b strings.Builder
+	tables := slices.Clone(rs.Tables)
+	for _, lt := range live.Tables {
+		if !slices.ContainsFunc(tables, func(t Table) bool { return t.Name == lt.Name }) {
+			tables = append(tables, Table{Name: lt.Name}) // only its leftover ournet chains are dropped
+		}
+	}
+	for _, t := range tables {
+		lt := live.Table(t.Name)
+		byChain := lt.byChain()
+		edit := chainEdit{table: t.Name}
+		wanted := map[string]bool{}
+		for _, c := range t.Chains {
+			wanted[c.Name] = true
+			if rules, ok := byChain[c.Name]; !ok || !slices.EqualFunc(rules, c.Rules, slices.Equal) {
+				edit.rewrite = append(edit.rewrite, c)
+			}
+		}
+		var stale map[string]bool
+		if lt != nil {
+			for _, c := range lt.Chains {
+				if strings.HasPrefix(c, chainPrefix) && !wanted[c] {
+					edit.drop = append(edit.drop, c)
+					problems = append(problems, fmt.Sprintf("%s: dropping leftover chain %s", t.Name, c))
+					if stale == nil {
+						stale = map[string]bool{}
+					}
+					stale[c] = true
+				}
+			}
+			for _, r := range lt.Rules {
+				if stale[r.Rule.Target()] && !strings.HasPrefix(r.Chain, chainPrefix) {
+					edit.unref = append(edit.unref, r)
+				}
+			}
 		}
 		for _, j := range t.Jumps {
-			fix := planJump(lt.ChainRules(j.From), j)
+			fix := planJump(byChain[j.From], j)
 			if fix.Problem == "" {
 				continue
 			}
 			problems = append(problems, t.Name+": "+fix.Problem)
 			for _, r := range fix.Delete {
-				fmt.Fprintf(&b, "-D %s %s\n", j.From, r)
+				edit.jumps = append(edit.jumps, fmt.Sprintf("-D %s %s", j.From, r))
 			}
-			fmt.Fprintf(&b, "-I %s %d %s\n", j.From, fix.Insert, j.Rule)
+			edit.jumps = append(edit.jumps, fmt.Sprintf("-I %s %d %s", j.From, fix.Insert, j.Rule))
 		}
-		for _, c := range t.Chains {
-			for _, r := range c.Rules {
-				fmt.Fprintf(&b, "-A %s %s\n", c.Name, r)
-			}
-		}
-		b.WriteString("COMMIT\n")
+		edit.write(&b)
 	}
 	return b.String(), problems
 }
 
 // Check compares the live rules with the render of networks and describes
-// every difference; nil means nothing to do. Rules are rendered in the form
-// iptables-save prints them back, so a plain comparison is exact.
+// every difference; nil means nothing to do. It runs one iptables-save per
+// family. Rules are rendered in the form iptables-save prints them back, so
+// a plain comparison per chain is exact. After drift the next Apply reads
+// the live rules back and rewrites the chains that differ.
 func (fw *Firewall) Check(ctx context.Context, networks []Network) (drift []string, err error) {
 	if err := Validate(networks); err != nil {
 		return nil, err
 	}
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
-	states, err := fw.families(ctx, networks)
-	if err != nil {
-		return nil, err
-	}
-	for _, st := range states {
-		drift = append(drift, diff(Render(st.family, networks), st.saved)...)
+	for _, f := range []Family{IPv4, IPv6} {
+		if known, ok := fw.applied[f]; ok && known.absent && !usesFamily(networks, f) {
+			continue
+		}
+		saved, ok, err := fw.live(ctx, f, networks)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		if d := diff(Render(f, networks), saved); len(d) > 0 {
+			delete(fw.applied, f)
+			drift = append(drift, d...)
+		}
 	}
 	return drift, nil
 }
@@ -167,12 +323,15 @@ func diff(rs Ruleset, live Saved) []string {
 	for _, t := range rs.Tables {
 		where := fmt.Sprintf("%s %s", rs.Family, t.Name)
 		lt := live.Table(t.Name)
+		byChain := lt.byChain()
+		wanted := map[string]bool{}
 		for _, c := range t.Chains {
-			if !lt.HasChain(c.Name) {
+			wanted[c.Name] = true
+			got, ok := byChain[c.Name]
+			if !ok {
 				drift = append(drift, fmt.Sprintf("%s: chain %s missing", where, c.Name))
 				continue
 			}
-			got := lt.ChainRules(c.Name)
 			if slices.EqualFunc(got, c.Rules, slices.Equal) {
 				continue
 			}
@@ -187,8 +346,15 @@ func diff(rs Ruleset, live Saved) []string {
 				drift = append(drift, fmt.Sprintf("%s: rules of %s are out of order", where, c.Name))
 			}
 		}
+		if lt != nil {
+			for _, c := range lt.Chains {
+				if strings.HasPrefix(c, chainPrefix) && !wanted[c] {
+					drift = append(drift, fmt.Sprintf("%s: leftover chain %s", where, c))
+				}
+			}
+		}
 		for _, j := range t.Jumps {
-			if fix := planJump(lt.ChainRules(j.From), j); fix.Problem != "" {
+			if fix := planJump(byChain[j.From], j); fix.Problem != "" {
 				drift = append(drift, where+": "+fix.Problem)
 			}
 		}
@@ -218,6 +384,7 @@ func subtract(a, b []Rule) []Rule {
 func (fw *Firewall) Remove(ctx context.Context) error {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
+	fw.applied = nil
 	var errs []error
 	for _, f := range []Family{IPv4, IPv6} {
 		out, err := fw.Backend.save(ctx, f)

@@ -122,10 +122,10 @@ func TestNetnsLoopbackNotReachableFromOutside(t *testing.T) {
 		ex(lan, "ip", "link", "set", "eth0", "up")
 
 		networks := []Network{{ID: "aaaa", Bridge: "on-a", Subnets: []netip.Prefix{pfx("172.30.0.0/24")}, ICC: true, Masquerade: true,
-			Ports: []PublishedPort{
+			Endpoints: []Endpoint{{ID: "e1e1e1e1e1e1", Ports: []PublishedPort{
 				{Proto: "tcp", HostIP: addr("127.0.0.1"), HostPort: 8080, ContainerIP: addr("172.30.0.2"), ContainerPort: 80},
 				{Proto: "tcp", HostPort: 8081, ContainerIP: addr("172.30.0.2"), ContainerPort: 81},
-			}}}
+			}}}}}
 		if err := New(b, testLog(t)).Apply(context.Background(), networks); err != nil {
 			t.Fatal(err)
 		}

@@ -5,11 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -28,7 +31,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 
 // newNetns makes a network namespace of the test's own, so iptables never
 // touches the host's tables; it is deleted when the test ends, even on failure.
-func newNetns(t *testing.T) string {
+func newNetns(t testing.TB) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create network namespaces")
@@ -126,14 +129,46 @@ func wantDrift(t *testing.T, fw *Firewall, networks []Network, contains string) 
 	}
 }
 
+// countingBackend wraps b's xtables binary in a script that logs each
+// command and keeps each iptables-restore input, so tests see what Apply ran.
+func countingBackend(t *testing.T, b Backend) (Backend, func() (calls []string, inputs []string)) {
+	t.Helper()
+	dir := t.TempDir()
+	wrapper := filepath.Join(dir, "xtables-multi")
+	script := `#!/bin/sh
+echo "$1" >> ` + dir + `/calls
+case "$1" in *restore) n=$(wc -l < ` + dir + `/calls); tee ` + dir + `/input.$n | exec ` + b.Multi + ` "$@";; esac
+exec ` + b.Multi + ` "$@"
+`
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	counted := b
+	counted.Multi = wrapper
+	return counted, func() ([]string, []string) {
+		raw, _ := os.ReadFile(filepath.Join(dir, "calls"))
+		calls := strings.Fields(string(raw))
+		var inputs []string
+		for i, c := range calls {
+			if strings.HasSuffix(c, "restore") {
+				in, _ := os.ReadFile(filepath.Join(dir, "input."+strconv.Itoa(i+1)))
+				inputs = append(inputs, string(in))
+			}
+		}
+		os.Remove(filepath.Join(dir, "calls"))
+		return calls, inputs
+	}
+}
+
 func TestNetnsApply(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b Backend) {
 		ctx := context.Background()
+		b, execs := countingBackend(t, b)
 		fw := New(b, testLog(t))
 		networks := realisticNetworks()
 
 		// First Apply: the rules are there exactly as rendered (Check compares
-		// the render with what iptables-save prints back).
+		// the render with what iptables-save prints back, chain by chain).
 		if err := fw.Apply(ctx, networks); err != nil {
 			t.Fatal(err)
 		}
@@ -141,27 +176,34 @@ func TestNetnsApply(t *testing.T) {
 		v4, v6 := saveText(t, b, IPv4), saveText(t, b, IPv6)
 		for _, want := range []string{
 			`-A FORWARD -j OURNET-FORWARD`,
-			`-A OURNET-PREROUTING -d 192.0.2.10/32 -p tcp -m tcp --dport 8443 -m comment --comment "ournet 1a2b3c4d5e6f" -j DNAT --to-destination 172.30.0.2:443`,
-			`-A OURNET-FORWARD -d 172.30.0.4/32 -o on-1a2b3c4d5e6f -p sctp -m sctp --dport 9999 -m conntrack --ctstate DNAT -m comment --comment "ournet 1a2b3c4d5e6f" -j ACCEPT`,
-			`-A OURNET-FORWARD -i on-c3d4e5f6a7b8 -m comment --comment "ournet c3d4e5f6a7b8" -j DROP`,
+			`-A OURNET-PREROUTING -m comment --comment "ournet 1a2b3c4d5e6f" -j OURNET-DNAT-e1e1e1e1e1e1`,
+			`-A OURNET-DNAT-e1e1e1e1e1e1 -d 192.0.2.10/32 -p tcp -m tcp --dport 8443 -m comment --comment "ournet 1a2b3c4d5e6f" -j DNAT --to-destination 172.30.0.2:443`,
+			`-A OURNET-DNAT-f1f1f1f1f1f1 -p udp -m udp --dport 6000:6009 -m comment --comment "ournet b2a1c3d4e5f6" -j DNAT --to-destination 172.31.0.2`,
+			`-A OURNET-ALLOW-e3e3e3e3e3e3 -d 172.30.0.4/32 -o on-1a2b3c4d5e6f -p sctp -m sctp --dport 9999 -m conntrack --ctstate DNAT -m comment --comment "ournet 1a2b3c4d5e6f" -j ACCEPT`,
+			`-A OURNET-OUT-c3d4e5f6a7b8 -m comment --comment "ournet c3d4e5f6a7b8" -j DROP`,
 			"*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:OURNET-RAW-PREROUTING - [0:0]\n-A PREROUTING -j OURNET-RAW-PREROUTING\n-A OURNET-RAW-PREROUTING -d 127.0.0.0/8 ! -i lo -j DROP\nCOMMIT",
 		} {
 			if !strings.Contains(v4, want) {
 				t.Errorf("iptables-save lacks %s\n%s", want, v4)
 			}
 		}
-		for _, want := range []string{
-			`-j DNAT --to-destination [fd00:dead:beef::2]:80`,
-			"-A PREROUTING -j OURNET-RAW-PREROUTING\n-A OURNET-RAW-PREROUTING -d ::1/128 ! -i lo -j DROP\n",
-		} {
+		for _, want := range []string{`-j DNAT --to-destination [fd00:dead:beef::2]:80`, "-A PREROUTING -j OURNET-RAW-PREROUTING\n-A OURNET-RAW-PREROUTING -d ::1/128 ! -i lo -j DROP\n", `--dport 6000:6009 -m comment --comment "ournet b2a1c3d4e5f6" -j DNAT --to-destination fd00:dead:beef::2`} {
 			if !strings.Contains(v6, want) {
 				t.Errorf("ip6tables-save lacks %s\n%s", want, v6)
 			}
 		}
+		// iptables -L shows each published port (a range as one rule) with the network's comment.
+		if list := ipt(t, b, IPv4, "-t", "nat", "-L", "-n"); !strings.Contains(list, "udp dpts:6000:6009 /* ournet b2a1c3d4e5f6 */ to:172.31.0.2") {
+			t.Errorf("iptables -t nat -L -n does not show the range with its comment:\n%s", list)
+		}
 
-		// Second Apply changes nothing.
+		// Second Apply changes nothing and runs no iptables command at all.
+		execs()
 		if err := fw.Apply(ctx, networks); err != nil {
 			t.Fatal(err)
+		}
+		if calls, _ := execs(); len(calls) > 0 {
+			t.Errorf("Apply of an unchanged plan ran %v", calls)
 		}
 		if again := saveText(t, b, IPv4); again != v4 {
 			t.Errorf("second Apply changed ipv4 rules:\n%s\n---\n%s", v4, again)
@@ -170,15 +212,21 @@ func TestNetnsApply(t *testing.T) {
 			t.Errorf("second Apply changed ipv6 rules:\n%s\n---\n%s", v6, again)
 		}
 
-		// A removed network leaves no rule behind: declaring a chain in
-		// iptables-restore --noflush flushes it, on both backends.
+		// A removed network leaves no rule or chain behind, and the change is
+		// one iptables-restore per family, without reading the rules back.
 		smaller := networks[1:]
+		execs()
 		if err := fw.Apply(ctx, smaller); err != nil {
 			t.Fatal(err)
 		}
+		if calls, _ := execs(); !slices.Equal(calls, []string{"iptables-restore"}) {
+			t.Errorf("removing an IPv4-only network ran %v, want one iptables-restore", calls)
+		}
 		wantNoDrift(t, fw, smaller)
-		if v4 := saveText(t, b, IPv4); strings.Contains(v4, "on-1a2b3c4d5e6f") {
-			t.Errorf("rules of the removed network are left:\n%s", v4)
+		for _, gone := range []string{"on-1a2b3c4d5e6f", "1a2b3c4d5e6f", "e1e1e1e1e1e1", "e2e2e2e2e2e2", "e3e3e3e3e3e3"} {
+			if v4 := saveText(t, b, IPv4); strings.Contains(v4, gone) {
+				t.Errorf("rules or chains of the removed network (%s) are left:\n%s", gone, v4)
+			}
 		}
 		networks = smaller
 
@@ -197,21 +245,37 @@ func TestNetnsApply(t *testing.T) {
 			t.Errorf("FORWARD after repair:\n%s\nwant it to end with\n%s", forward, want)
 		}
 
-		// Someone flushed our chain, deleted a jump, duplicated another.
-		ipt(t, b, IPv4, "-F", ChainForward)
+		// Someone flushed an endpoint's chain, deleted one rule of another,
+		// deleted a jump, duplicated another and left a chain of ours behind:
+		// Check sees each, and the Apply after it repairs them all.
+		ipt(t, b, IPv4, "-t", "nat", "-F", "OURNET-DNAT-f1f1f1f1f1f1")
+		ipt(t, b, IPv4, "-D", "OURNET-ALLOW-f1f1f1f1f1f1", "2")
 		ipt(t, b, IPv4, "-t", "nat", "-D", "POSTROUTING", "-j", ChainPostrouting)
 		ipt(t, b, IPv6, "-A", "FORWARD", "-j", ChainForward)
+		ipt(t, b, IPv4, "-t", "nat", "-N", "OURNET-DNAT-0123456789ab")
+		ipt(t, b, IPv4, "-t", "nat", "-A", "PREROUTING", "-j", "OURNET-DNAT-0123456789ab")
+		wantDrift(t, fw, networks, "ipv4 nat: missing rule -A OURNET-DNAT-f1f1f1f1f1f1")
+		wantDrift(t, fw, networks, "ipv4 filter: missing rule -A OURNET-ALLOW-f1f1f1f1f1f1 -d 172.31.0.2/32 -o on-b2a1c3d4e5f6 -p udp -m udp --dport 6000:6009")
 		ipt(t, b, IPv4, "-t", "raw", "-F", ChainRawPrerouting)
 		ipt(t, b, IPv6, "-t", "raw", "-D", "PREROUTING", "-j", ChainRawPrerouting)
-		wantDrift(t, fw, networks, "ipv4 filter: missing rule -A OURNET-FORWARD")
 		wantDrift(t, fw, networks, "ipv4 raw: missing rule -A OURNET-RAW-PREROUTING -d 127.0.0.0/8 ! -i lo -j DROP")
 		wantDrift(t, fw, networks, "ipv6 raw: jump \"-A PREROUTING -j OURNET-RAW-PREROUTING\" missing")
 		wantDrift(t, fw, networks, "ipv4 nat: jump \"-A POSTROUTING -j OURNET-POSTROUTING\" missing")
 		wantDrift(t, fw, networks, "ipv6 filter: 2 jumps to OURNET-FORWARD")
+		wantDrift(t, fw, networks, "ipv4 nat: leftover chain OURNET-DNAT-0123456789ab")
+		execs()
 		if err := fw.Apply(ctx, networks); err != nil {
 			t.Fatal(err)
 		}
+		// Only what differs is written: the two broken chains, not the intact ones.
+		_, inputs := execs()
+		if in := strings.Join(inputs, ""); !strings.Contains(in, ":OURNET-DNAT-f1f1f1f1f1f1 ") || strings.Contains(in, ":OURNET-SNAT-") || strings.Contains(in, ":OURNET-IN-") {
+			t.Errorf("repair wrote more or less than the broken chains:\n%s", in)
+		}
 		wantNoDrift(t, fw, networks)
+		if v4 := saveText(t, b, IPv4); strings.Contains(v4, "0123456789ab") {
+			t.Errorf("leftover chain not dropped:\n%s", v4)
+		}
 
 		// Remove leaves nothing of ournet in either family.
 		if err := fw.Remove(ctx); err != nil {
@@ -225,7 +289,78 @@ func TestNetnsApply(t *testing.T) {
 		if err := fw.Remove(ctx); err != nil {
 			t.Errorf("second Remove: %v", err)
 		}
+		// After Remove the next Apply reads the host again and sets everything up.
+		if err := fw.Apply(ctx, networks); err != nil {
+			t.Fatal(err)
+		}
+		wantNoDrift(t, fw, networks)
 	})
+}
+
+// TestNetnsIncremental publishes and unpublishes one endpoint's ports next to
+// 10,000 published ports: each change is one iptables-restore naming only the
+// chains it touches, and the kernel then holds exactly the render.
+func TestNetnsIncremental(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b Backend) {
+		ctx := context.Background()
+		b, execs := countingBackend(t, b)
+		fw := New(b, testLog(t))
+		networks := []Network{bigNetwork(10), goldenCases()["two-networks"][1]}
+		if err := fw.Apply(ctx, networks); err != nil {
+			t.Fatal(err)
+		}
+		wantNoDrift(t, fw, networks)
+		execs()
+		added := slices.Clone(networks)
+		added[1].Endpoints = []Endpoint{{ID: epWeb, Ports: []PublishedPort{{Proto: "tcp", HostPort: 18080, ContainerIP: addr("172.31.0.2"), ContainerPort: 80}}}}
+		for _, step := range []struct {
+			name     string
+			networks []Network
+		}{{"publish", added}, {"unpublish", networks}} {
+			if err := fw.Apply(ctx, step.networks); err != nil {
+				t.Fatal(err)
+			}
+			calls, inputs := execs()
+			if !slices.Equal(calls, []string{"iptables-restore"}) {
+				t.Fatalf("%s: ran %v, want one iptables-restore", step.name, calls)
+			}
+			for _, c := range chainsNamed(inputs[0]) {
+				if !strings.Contains(c, "e1e1e1e1e1e1") && !strings.Contains(c, "b2a1c3d4e5f6") && c != ChainPrerouting && c != ChainOutput && c != ChainPostrouting {
+					t.Errorf("%s: restore names chain %s, which the change does not touch:\n%s", step.name, c, inputs[0])
+				}
+			}
+			wantNoDrift(t, fw, step.networks)
+			execs() // Check's iptables-save
+		}
+	})
+}
+
+// bigNetwork has n endpoints each publishing a 1000-port equal UDP range.
+func bigNetwork(n int) Network {
+	net := defaultNetwork()
+	for i := range n {
+		first := uint16(20000 + 1000*i)
+		net.Endpoints = append(net.Endpoints, Endpoint{
+			ID:    fmt.Sprintf("%012x", 0xb16000000000+i),
+			Ports: portRun("udp", first, first+999, fmt.Sprintf("172.30.0.%d", 10+i)),
+		})
+	}
+	return net
+}
+
+// chainsNamed lists the chains an iptables-restore input declares, flushes or deletes.
+func chainsNamed(input string) []string {
+	var out []string
+	for _, line := range strings.Split(input, "\n") {
+		switch {
+		case strings.HasPrefix(line, ":"):
+			name, _, _ := strings.Cut(line[1:], " ")
+			out = append(out, name)
+		case strings.HasPrefix(line, "-F ") || strings.HasPrefix(line, "-X "):
+			out = append(out, strings.TrimSpace(line[3:]))
+		}
+	}
+	return out
 }
 
 func TestNetnsIPv6ChainsEmptiedWhenLastIPv6NetworkGoes(t *testing.T) {
@@ -256,7 +391,7 @@ func TestNetnsDump(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{"*nat\n:OURNET-OUTPUT\n:OURNET-POSTROUTING\n:OURNET-PREROUTING\n", "*raw\n:OURNET-RAW-PREROUTING\n", "-A OUTPUT -m addrtype --dst-type LOCAL -j OURNET-OUTPUT", "--to-destination 172.30.0.2:80"} {
+		for _, want := range []string{"*nat\n", ":OURNET-PREROUTING\n", ":OURNET-DNAT-e1e1e1e1e1e1\n", "*raw\n:OURNET-RAW-PREROUTING\n", "-A OUTPUT -m addrtype --dst-type LOCAL -j OURNET-OUTPUT", "--to-destination 172.30.0.2:80"} {
 			if !strings.Contains(dump, want) {
 				t.Errorf("dump lacks %q:\n%s", want, dump)
 			}
@@ -341,3 +476,68 @@ func TestNetnsIPv6Unusable(t *testing.T) {
 }
 
 func (b Backend) withNetns(ns string) Backend { b.Netns = ns; return b }
+
+// BenchmarkNetnsApply times publishing and unpublishing one port (two
+// Applies) with nothing else published and with 10,000 ports published as
+// ten 1000-port ranges, on both backends; "reread" forgets the applied
+// ruleset first, as after drift: iptables-save, then the differing chains.
+func BenchmarkNetnsApply(b *testing.B) {
+	for _, mode := range []string{"nft", "legacy"} {
+		for _, endpoints := range []int{0, 10} {
+			for _, reread := range []bool{false, true} {
+				name := fmt.Sprintf("%s/published=%d/reread=%v", mode, endpoints*1000, reread)
+				b.Run(name, func(b *testing.B) {
+					backend, err := NewBackend(mode)
+					if err != nil {
+						b.Skip(err)
+					}
+					backend.Netns = newNetns(b)
+					fw := New(backend, slog.New(slog.DiscardHandler))
+					ctx := context.Background()
+					base := []Network{bigNetwork(endpoints), goldenCases()["two-networks"][1]}
+					withWeb := slices.Clone(base)
+					withWeb[1].Endpoints = []Endpoint{{ID: epWeb, Ports: []PublishedPort{{Proto: "tcp", HostPort: 18080, ContainerIP: addr("172.31.0.2"), ContainerPort: 80}}}}
+					if err := fw.Apply(ctx, base); err != nil {
+						b.Fatal(err)
+					}
+					for b.Loop() {
+						for _, plan := range [][]Network{withWeb, base} {
+							if reread {
+								fw.mu.Lock()
+								fw.applied = nil
+								fw.mu.Unlock()
+							}
+							if err := fw.Apply(ctx, plan); err != nil {
+								b.Fatal(err)
+							}
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkNetnsCheck is the heal loop's cost per interval with 10,000
+// ports published as ten 1000-port ranges (one iptables-save per family in use).
+func BenchmarkNetnsCheck(b *testing.B) {
+	for _, mode := range []string{"nft", "legacy"} {
+		b.Run(mode, func(b *testing.B) {
+			backend, err := NewBackend(mode)
+			if err != nil {
+				b.Skip(err)
+			}
+			backend.Netns = newNetns(b)
+			fw := New(backend, slog.New(slog.DiscardHandler))
+			networks := []Network{bigNetwork(10), goldenCases()["two-networks"][1]}
+			if err := fw.Apply(context.Background(), networks); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if drift, err := fw.Check(context.Background(), networks); err != nil || len(drift) > 0 {
+					b.Fatal(drift, err)
+				}
+			}
+		})
+	}
+}

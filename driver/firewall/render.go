@@ -17,13 +17,21 @@ import (
 
 // Network is what the firewall needs to know about one ournet network.
 type Network struct {
-	ID         string         // docker network ID; its first 12 characters go into rule comments
+	ID         string         // docker network ID; its first 12 characters go into rule comments and chain names
 	Bridge     string         // linux bridge name, e.g. "on-1a2b3c4d5e6f"
 	Subnets    []netip.Prefix // IPv4 and/or IPv6 subnets of the network
 	ICC        bool           // containers of the network may talk to each other
 	Masquerade bool
-	Internal   bool // --internal: no traffic in or out except within the subnet
-	Ports      []PublishedPort
+	Internal   bool       // --internal: no traffic in or out except within the subnet
+	Endpoints  []Endpoint // only those publishing ports matter
+}
+
+// Endpoint is one container's attachment and the ports it publishes; each
+// endpoint with ports gets chains of its own, so publishing or unpublishing
+// them rewrites only those chains.
+type Endpoint struct {
+	ID    string // docker endpoint ID; its first 12 characters name its chains
+	Ports []PublishedPort
 }
 
 // PublishedPort is one `-p [HostIP:]HostPort:ContainerPort/Proto` binding.
@@ -54,7 +62,12 @@ func (f Family) String() string {
 
 func (f Family) has(a netip.Addr) bool { return a.IsValid() && a.Unmap().Is4() == (f == IPv4) }
 
-// Names of ournet's chains, the same for both families.
+// Names of ournet's chains, the same for both families. The top-level
+// chains, jumped to from the built-in ones, hold only jumps and rules that
+// are the same for every network; each network and each endpoint with
+// published ports has chains of its own (see the prefixes below), so a change
+// rewrites only the chains it touches and its cost does not grow with what
+// else is published.
 const (
 	ChainForward     = "OURNET-FORWARD"
 	ChainPrerouting  = "OURNET-PREROUTING"
@@ -64,8 +77,17 @@ const (
 	// come from outside before DNAT or routing can see them.
 	ChainRawPrerouting = "OURNET-RAW-PREROUTING"
 
-	chainPrefix = "OURNET-"
-	dockerUser  = "DOCKER-USER"
+	// Per network (suffix: the network ID's first 12 characters).
+	prefixIn   = "OURNET-IN-"   // filter: traffic into the bridge
+	prefixOut  = "OURNET-OUT-"  // filter: traffic out of the bridge
+	prefixSNAT = "OURNET-SNAT-" // nat: masquerade and hairpin
+	// Per endpoint with published ports (suffix: the endpoint ID's first 12 characters).
+	prefixDNAT  = "OURNET-DNAT-"  // nat: host port -> container
+	prefixAllow = "OURNET-ALLOW-" // filter: accept what the DNAT chain let in
+
+	chainPrefix  = "OURNET-"
+	maxChainName = 28 // iptables' limit (XT_EXTENSION_MAXNAMELEN - 1)
+	dockerUser   = "DOCKER-USER"
 )
 
 // Rule is one rule as iptables arguments, without "-A CHAIN", ending in "-j TARGET ...".
@@ -136,13 +158,83 @@ func (rs Ruleset) Text() string {
 }
 
 // Render computes ournet's chains for one family from the full set of networks.
-// It is pure and deterministic: networks are ordered by Bridge, ports by
-// (proto, host IP, host port). Networks without a subnet of the family are
-// left out; internal networks get no port rules (Docker ignores -p there too).
+// It is pure and deterministic: networks are ordered by Bridge, endpoints by
+// ID, ports by (proto, host IP, host port). Networks without a subnet of the
+// family are left out; internal networks get no port rules (Docker ignores -p
+// there too). Within each table the top-level chains come first, then each
+// network's chains followed by those of its endpoints.
 func Render(family Family, networks []Network) Ruleset {
+	nets := familyNetworks(family, networks)
+	filter := Table{
+		Name:   "filter",
+		Chains: []Chain{{Name: ChainForward}},
+		Jumps:  []Jump{{From: "FORWARD", Rule: Rule{"-j", ChainForward}, First: true}},
+	}
+	nat := Table{
+		Name:   "nat",
+		Chains: []Chain{{Name: ChainPrerouting}, {Name: ChainOutput}, {Name: ChainPostrouting}},
+		Jumps: []Jump{
+			{From: "PREROUTING", Rule: Rule{"-m", "addrtype", "--dst-type", "LOCAL", "-j", ChainPrerouting}},
+			{From: "OUTPUT", Rule: Rule{"-m", "addrtype", "--dst-type", "LOCAL", "-j", ChainOutput}},
+			{From: "POSTROUTING", Rule: Rule{"-j", ChainPostrouting}},
+		},
+	}
+	var forward, dnat, postrouting []Rule // the top-level chains' rules
+	// Every ournet bridge's "into" chain ends with a DROP, so traffic between
+	// two ournet networks is dropped there and needs no rule of its own. The
+	// "into" jumps come before the "out of" ones: a packet from network a to
+	// network b must meet b's DROP before a's ACCEPT.
+	for _, n := range nets {
+		forward = append(forward, rule(args("-o", n.Bridge), n.comment, args("-j", n.chainIn)))
+	}
+	for _, n := range nets {
+		forward = append(forward, rule(args("-i", n.Bridge), n.comment, args("-j", n.chainOut)))
+	}
+	for _, n := range nets {
+		filter.Chains = append(filter.Chains, Chain{Name: n.chainIn, Rules: inRules(n)}, Chain{Name: n.chainOut, Rules: outRules(n)})
+		if snat := postroutingRules(family, n); len(snat) > 0 {
+			postrouting = append(postrouting, rule(n.comment, args("-j", n.chainSNAT)))
+			nat.Chains = append(nat.Chains, Chain{Name: n.chainSNAT, Rules: snat})
+		}
+		for _, ep := range n.endpoints {
+			dnat = append(dnat, rule(n.comment, args("-j", ep.chainDNAT)))
+			nat.Chains = append(nat.Chains, Chain{Name: ep.chainDNAT, Rules: dnatRules(n, ep)})
+			filter.Chains = append(filter.Chains, Chain{Name: ep.chainAllow, Rules: allowRules(n, ep)})
+		}
+	}
+	filter.Chains[0].Rules = forward
+	// Connections from the host itself go through the same DNAT chains.
+	nat.Chains[0].Rules, nat.Chains[1].Rules, nat.Chains[2].Rules = dnat, slices.Clone(dnat), postrouting
+	// Last: a kernel without the raw table still gets isolation and ports.
+	raw := Table{
+		Name:   "raw",
+		Chains: []Chain{{Name: ChainRawPrerouting, Rules: rawRules(family, nets)}},
+		Jumps:  []Jump{{From: "PREROUTING", Rule: Rule{"-j", ChainRawPrerouting}}},
+	}
+	return Ruleset{Family: family, Tables: []Table{filter, nat, raw}}
+}
+
+type familyNetwork struct {
+	Network
+	subnets                      []netip.Prefix // only those of the family, masked
+	endpoints                    []familyEndpoint
+	comment                      []string // "-m comment --comment ournet <id12>", or none
+	chainIn, chainOut, chainSNAT string
+}
+
+// familyEndpoint is an endpoint with ports of the family, as port ranges.
+type familyEndpoint struct {
+	ID                    string
+	ranges                []portRange
+	chainDNAT, chainAllow string
+}
+
+func familyNetworks(family Family, networks []Network) []familyNetwork {
 	nets := make([]familyNetwork, 0, len(networks))
 	for _, n := range networks {
-		fn := familyNetwork{Network: n, comment: comment(n.ID)}
+		short := shortID(n.ID)
+		fn := familyNetwork{Network: n, comment: comment(n.ID),
+			chainIn: prefixIn + short, chainOut: prefixOut + short, chainSNAT: prefixSNAT + short}
 		for _, s := range n.Subnets {
 			if family.has(s.Addr()) {
 				fn.subnets = append(fn.subnets, netip.PrefixFrom(s.Addr().Unmap(), min(s.Bits(), s.Addr().Unmap().BitLen())).Masked())
@@ -152,51 +244,61 @@ func Render(family Family, networks []Network) Ruleset {
 			continue
 		}
 		if !n.Internal {
-			for _, p := range n.Ports {
-				if family.has(p.ContainerIP) && (!p.HostIP.IsValid() || family.has(p.HostIP)) {
-					p.ContainerIP, p.HostIP = p.ContainerIP.Unmap(), p.HostIP.Unmap()
-					fn.ports = append(fn.ports, p)
+			for _, ep := range n.Endpoints {
+				var ports []PublishedPort
+				for _, p := range ep.Ports {
+					if family.has(p.ContainerIP) && (!p.HostIP.IsValid() || family.has(p.HostIP)) {
+						p.ContainerIP, p.HostIP = p.ContainerIP.Unmap(), p.HostIP.Unmap()
+						ports = append(ports, p)
+					}
 				}
+				if len(ports) == 0 {
+					continue
+				}
+				short := shortID(ep.ID)
+				fn.endpoints = append(fn.endpoints, familyEndpoint{ID: ep.ID, ranges: collapse(ports),
+					chainDNAT: prefixDNAT + short, chainAllow: prefixAllow + short})
 			}
+			slices.SortFunc(fn.endpoints, func(a, b familyEndpoint) int { return cmp.Compare(a.ID, b.ID) })
 		}
-		slices.SortFunc(fn.ports, comparePorts)
 		nets = append(nets, fn)
 	}
 	slices.SortStableFunc(nets, func(a, b familyNetwork) int { return cmp.Compare(a.Bridge, b.Bridge) })
-
-	return Ruleset{Family: family, Tables: []Table{
-		{
-			Name:   "filter",
-			Chains: []Chain{{Name: ChainForward, Rules: forwardRules(nets)}},
-			Jumps:  []Jump{{From: "FORWARD", Rule: Rule{"-j", ChainForward}, First: true}},
-		},
-		{
-			Name: "nat",
-			Chains: []Chain{
-				{Name: ChainPrerouting, Rules: dnatRules(family, nets)},
-				{Name: ChainOutput, Rules: dnatRules(family, nets)},
-				{Name: ChainPostrouting, Rules: postroutingRules(family, nets)},
-			},
-			Jumps: []Jump{
-				{From: "PREROUTING", Rule: Rule{"-m", "addrtype", "--dst-type", "LOCAL", "-j", ChainPrerouting}},
-				{From: "OUTPUT", Rule: Rule{"-m", "addrtype", "--dst-type", "LOCAL", "-j", ChainOutput}},
-				{From: "POSTROUTING", Rule: Rule{"-j", ChainPostrouting}},
-			},
-		},
-		// Last: a kernel without the raw table still gets isolation and ports.
-		{
-			Name:   "raw",
-			Chains: []Chain{{Name: ChainRawPrerouting, Rules: rawRules(family, nets)}},
-			Jumps:  []Jump{{From: "PREROUTING", Rule: Rule{"-j", ChainRawPrerouting}}},
-		},
-	}}
+	return nets
 }
 
-type familyNetwork struct {
-	Network
-	subnets []netip.Prefix  // only those of the family, masked
-	ports   []PublishedPort // only those of the family, sorted
-	comment []string        // "-m comment --comment ournet <id12>", or none
+// portRange is a run of published ports forwarded one-to-one: host port
+// First+i goes to container port ContainerFirst+i. Only runs where both
+// numbers are equal are longer than one port: DNAT without a port keeps the
+// destination port, which is exactly right then and expressible in one rule.
+type portRange struct {
+	Proto          string
+	HostIP         netip.Addr
+	First, Last    uint16 // host ports
+	ContainerIP    netip.Addr
+	ContainerFirst uint16
+}
+
+func (r portRange) single() bool { return r.First == r.Last }
+
+// collapse sorts ports and merges runs of consecutive equal host and
+// container ports (same proto, host IP and container) into ranges.
+func collapse(ports []PublishedPort) []portRange {
+	slices.SortFunc(ports, comparePorts)
+	var out []portRange
+	for _, p := range ports {
+		if n := len(out); n > 0 {
+			last := &out[n-1]
+			if p.HostPort == p.ContainerPort && last.First == last.ContainerFirst && last.Last < 65535 && p.HostPort == last.Last+1 &&
+				p.Proto == last.Proto && p.HostIP == last.HostIP && p.ContainerIP == last.ContainerIP {
+				last.Last++
+				continue
+			}
+		}
+		out = append(out, portRange{Proto: p.Proto, HostIP: p.HostIP, First: p.HostPort, Last: p.HostPort,
+			ContainerIP: p.ContainerIP, ContainerFirst: p.ContainerPort})
+	}
+	return out
 }
 
 func comparePorts(a, b PublishedPort) int {
@@ -209,18 +311,24 @@ func comparePorts(a, b PublishedPort) int {
 	)
 }
 
-// comment names the owning network so `iptables -L` readers can tell rules apart.
-func comment(id string) []string {
+// shortID is the part of an ID used in comments and chain names: its first
+// 12 characters of those iptables accepts unquoted.
+func shortID(id string) string {
 	id = strings.Map(func(r rune) rune {
 		if r < 128 && (r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
 			return r
 		}
 		return -1
 	}, id)
-	if id == "" {
-		return nil
+	return id[:min(12, len(id))]
+}
+
+// comment names the owning network so `iptables -L` readers can tell rules apart.
+func comment(id string) []string {
+	if short := shortID(id); short != "" {
+		return []string{"-m", "comment", "--comment", "ournet " + short}
 	}
-	return []string{"-m", "comment", "--comment", "ournet " + id[:min(12, len(id))]}
+	return nil
 }
 
 // rule joins argument groups; the comment goes last before -j, where both
@@ -229,85 +337,90 @@ func rule(parts ...[]string) Rule { return Rule(slices.Concat(parts...)) }
 
 func args(a ...string) []string { return a }
 
-func forwardRules(nets []familyNetwork) []Rule {
+// inRules decide what enters the bridge: traffic between its own containers
+// (icc), replies, and new connections only through our DNAT to exactly a
+// published container port (the endpoints' ALLOW chains); nothing else.
+func inRules(n familyNetwork) []Rule {
+	verdict := "DROP"
+	if n.ICC {
+		verdict = "ACCEPT"
+	}
+	rules := []Rule{rule(args("-i", n.Bridge), n.comment, args("-j", verdict))}
+	if !n.Internal {
+		rules = append(rules, rule(args("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"), n.comment, args("-j", "ACCEPT")))
+		for _, ep := range n.endpoints {
+			rules = append(rules, rule(n.comment, args("-j", ep.chainAllow)))
+		}
+	}
+	return append(rules, rule(n.comment, args("-j", "DROP")))
+}
+
+// outRules decide what leaves the bridge: never into Docker's own bridges,
+// else anywhere unless internal.
+func outRules(n familyNetwork) []Rule {
+	if n.Internal {
+		return []Rule{rule(n.comment, args("-j", "DROP"))}
+	}
 	var rules []Rule
-	// 1. Traffic between containers of the same network.
-	for _, n := range nets {
-		verdict := "DROP"
-		if n.ICC {
-			verdict = "ACCEPT"
-		}
-		rules = append(rules, rule(args("-i", n.Bridge, "-o", n.Bridge), n.comment, args("-j", verdict)))
+	for _, docker := range []string{"docker+", "br-+"} {
+		rules = append(rules, rule(args("-o", docker), n.comment, args("-j", "DROP")))
 	}
-	// 2. Into the bridge from anywhere else: replies, and new connections only
-	// through our DNAT to exactly a published container port. Because every
-	// ournet bridge ends this section with `-o B -j DROP`, traffic between two
-	// ournet networks is dropped here and needs no rule of its own.
-	for _, n := range nets {
-		if !n.Internal {
-			rules = append(rules, rule(args("-o", n.Bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"), n.comment, args("-j", "ACCEPT")))
-			for _, p := range n.ports {
-				rules = append(rules, rule(
-					args("-d", hostPrefix(p.ContainerIP), "-o", n.Bridge, "-p", p.Proto, "-m", p.Proto, "--dport", strconv.Itoa(int(p.ContainerPort)),
-						"-m", "conntrack", "--ctstate", "DNAT"),
-					n.comment, args("-j", "ACCEPT")))
-			}
-		}
-		rules = append(rules, rule(args("-o", n.Bridge), n.comment, args("-j", "DROP")))
+	return append(rules, rule(n.comment, args("-j", "ACCEPT")))
+}
+
+func portMatch(proto string, first, last uint16) []string {
+	dport := strconv.Itoa(int(first))
+	if last != first {
+		dport += ":" + strconv.Itoa(int(last))
 	}
-	// 3. Out of the bridge: never into Docker's own bridges, else anywhere
-	// unless internal.
-	for _, n := range nets {
-		if n.Internal {
-			rules = append(rules, rule(args("-i", n.Bridge), n.comment, args("-j", "DROP")))
-			continue
-		}
-		for _, docker := range []string{"docker+", "br-+"} {
-			rules = append(rules, rule(args("-i", n.Bridge, "-o", docker), n.comment, args("-j", "DROP")))
-		}
-		rules = append(rules, rule(args("-i", n.Bridge), n.comment, args("-j", "ACCEPT")))
+	return args("-p", proto, "-m", proto, "--dport", dport)
+}
+
+func allowRules(n familyNetwork, ep familyEndpoint) []Rule {
+	var rules []Rule
+	for _, r := range ep.ranges {
+		rules = append(rules, rule(args("-d", hostPrefix(r.ContainerIP), "-o", n.Bridge),
+			portMatch(r.Proto, r.ContainerFirst, r.ContainerFirst+(r.Last-r.First)),
+			args("-m", "conntrack", "--ctstate", "DNAT"), n.comment, args("-j", "ACCEPT")))
 	}
 	return rules
 }
 
-func dnatRules(family Family, nets []familyNetwork) []Rule {
+func dnatRules(n familyNetwork, ep familyEndpoint) []Rule {
 	var rules []Rule
-	for _, n := range nets {
-		for _, p := range n.ports {
-			var dst []string
-			if p.HostIP.IsValid() {
-				dst = args("-d", hostPrefix(p.HostIP))
-			}
-			to := netip.AddrPortFrom(p.ContainerIP, p.ContainerPort).String() // [v6]:port for IPv6
-			rules = append(rules, rule(dst,
-				args("-p", p.Proto, "-m", p.Proto, "--dport", strconv.Itoa(int(p.HostPort))),
-				n.comment, args("-j", "DNAT", "--to-destination", to)))
+	for _, r := range ep.ranges {
+		var dst []string
+		if r.HostIP.IsValid() {
+			dst = args("-d", hostPrefix(r.HostIP))
 		}
+		to := r.ContainerIP.String() // a range keeps each packet's own port
+		if r.single() {
+			to = netip.AddrPortFrom(r.ContainerIP, r.ContainerFirst).String() // [v6]:port for IPv6
+		}
+		rules = append(rules, rule(dst, portMatch(r.Proto, r.First, r.Last), n.comment, args("-j", "DNAT", "--to-destination", to)))
 	}
 	return rules
 }
 
-func postroutingRules(family Family, nets []familyNetwork) []Rule {
+func postroutingRules(family Family, n familyNetwork) []Rule {
 	var rules []Rule
-	for _, n := range nets {
-		if n.Masquerade && !n.Internal {
-			for _, s := range n.subnets {
-				rules = append(rules, rule(args("-s", s.String(), "!", "-o", n.Bridge), n.comment, args("-j", "MASQUERADE")))
-			}
-		}
-		if len(n.ports) == 0 {
-			continue
-		}
-		// Hairpin: a container reaching a published port of its own network
-		// must see the reply come back through the host, not directly.
+	if n.Masquerade && !n.Internal {
 		for _, s := range n.subnets {
-			rules = append(rules, rule(args("-s", s.String(), "-o", n.Bridge, "-m", "conntrack", "--ctstate", "DNAT"), n.comment, args("-j", "MASQUERADE")))
+			rules = append(rules, rule(args("-s", s.String(), "!", "-o", n.Bridge), n.comment, args("-j", "MASQUERADE")))
 		}
-		// 127.0.0.1:port from the host (needs route_localnet on the bridge);
-		// IPv6 has no equivalent of route_localnet for ::1.
-		if family == IPv4 {
-			rules = append(rules, rule(args("-s", "127.0.0.0/8", "-o", n.Bridge, "-m", "conntrack", "--ctstate", "DNAT"), n.comment, args("-j", "MASQUERADE")))
-		}
+	}
+	if len(n.endpoints) == 0 {
+		return rules
+	}
+	// Hairpin: a container reaching a published port of its own network
+	// must see the reply come back through the host, not directly.
+	for _, s := range n.subnets {
+		rules = append(rules, rule(args("-s", s.String(), "-o", n.Bridge, "-m", "conntrack", "--ctstate", "DNAT"), n.comment, args("-j", "MASQUERADE")))
+	}
+	// 127.0.0.1:port from the host (needs route_localnet on the bridge);
+	// IPv6 has no equivalent of route_localnet for ::1.
+	if family == IPv4 {
+		rules = append(rules, rule(args("-s", "127.0.0.0/8", "-o", n.Bridge, "-m", "conntrack", "--ctstate", "DNAT"), n.comment, args("-j", "MASQUERADE")))
 	}
 	return rules
 }
@@ -336,18 +449,43 @@ func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).St
 
 // Validate reports networks the firewall cannot express, in the user's terms.
 func Validate(networks []Network) error {
+	chains := map[string]string{} // chain name -> what it belongs to
+	claim := func(chain, owner string) error {
+		if other, taken := chains[chain]; taken {
+			return fmt.Errorf("%s and %s would share iptables chain %s: their IDs must differ in the first 12 characters", other, owner, chain)
+		}
+		chains[chain] = owner
+		return nil
+	}
 	for _, n := range networks {
 		if !validIfname(n.Bridge) {
 			return fmt.Errorf("network %s: bridge name %q: must be 1 to 15 characters without spaces, '/' or quotes", n.ID, n.Bridge)
 		}
-		for _, p := range n.Ports {
-			switch {
-			case p.Proto != "tcp" && p.Proto != "udp" && p.Proto != "sctp":
-				return fmt.Errorf("network %s: published port protocol %q: must be tcp, udp or sctp", n.ID, p.Proto)
-			case p.HostPort == 0 || p.ContainerPort == 0:
-				return fmt.Errorf("network %s: published port %d:%d/%s: ports must be 1 to 65535 (the driver picks a host port before the firewall)", n.ID, p.HostPort, p.ContainerPort, p.Proto)
-			case !p.ContainerIP.IsValid():
-				return fmt.Errorf("network %s: published port %d/%s has no container IP", n.ID, p.HostPort, p.Proto)
+		if shortID(n.ID) == "" {
+			return fmt.Errorf("network %q: ID must contain letters or digits (it names the network's iptables chains)", n.ID)
+		}
+		if err := claim(prefixIn+shortID(n.ID), "network "+n.ID); err != nil {
+			return err
+		}
+		for _, ep := range n.Endpoints {
+			if len(ep.Ports) == 0 {
+				continue
+			}
+			if shortID(ep.ID) == "" {
+				return fmt.Errorf("network %s: endpoint %q: ID must contain letters or digits (it names the endpoint's iptables chains)", n.ID, ep.ID)
+			}
+			if err := claim(prefixDNAT+shortID(ep.ID), "endpoint "+ep.ID); err != nil {
+				return err
+			}
+			for _, p := range ep.Ports {
+				switch {
+				case p.Proto != "tcp" && p.Proto != "udp" && p.Proto != "sctp":
+					return fmt.Errorf("network %s: published port protocol %q: must be tcp, udp or sctp", n.ID, p.Proto)
+				case p.HostPort == 0 || p.ContainerPort == 0:
+					return fmt.Errorf("network %s: published port %d:%d/%s: ports must be 1 to 65535 (the driver picks a host port before the firewall)", n.ID, p.HostPort, p.ContainerPort, p.Proto)
+				case !p.ContainerIP.IsValid():
+					return fmt.Errorf("network %s: published port %d/%s has no container IP", n.ID, p.HostPort, p.Proto)
+				}
 			}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -20,11 +21,37 @@ const (
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 func addr(s string) netip.Addr  { return netip.MustParseAddr(s) }
 
+const (
+	epWeb  = "e1e1e1e1e1e1aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	epDNS  = "e2e2e2e2e2e2bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	epSCTP = "e3e3e3e3e3e3cccccccccccccccccccccccccccccccccccccccccccccccccccc"
+	epV6   = "f1f1f1f1f1f1dddddddddddddddddddddddddddddddddddddddddddddddddddd"
+	epV6NS = "f2f2f2f2f2f2eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"
+)
+
 func defaultNetwork() Network {
 	return Network{ID: idA, Bridge: "on-1a2b3c4d5e6f", Subnets: []netip.Prefix{pfx("172.30.0.0/24")}, ICC: true, Masquerade: true}
 }
 
 func with(n Network, change func(*Network)) Network { change(&n); return n }
+
+// portRun is -p first-last:first-last/proto to ip: one PublishedPort per port.
+func portRun(proto string, first, last uint16, ip string) []PublishedPort {
+	var out []PublishedPort
+	for p := int(first); p <= int(last); p++ {
+		out = append(out, PublishedPort{Proto: proto, HostPort: uint16(p), ContainerIP: addr(ip), ContainerPort: uint16(p)})
+	}
+	return out
+}
+
+// shifted is -p first-last:cfirst-clast/proto: host and container ports differ.
+func shifted(proto string, first, last, cfirst uint16, ip string) []PublishedPort {
+	out := portRun(proto, first, last, ip)
+	for i := range out {
+		out[i].ContainerPort = cfirst + uint16(i)
+	}
+	return out
+}
 
 // goldenCases are the combinations of options whose exact rules are pinned.
 func goldenCases() map[string][]Network {
@@ -33,28 +60,58 @@ func goldenCases() map[string][]Network {
 		"default":        {defaultNetwork()},
 		"icc-off":        {with(defaultNetwork(), func(n *Network) { n.ICC = false })},
 		"masquerade-off": {with(defaultNetwork(), func(n *Network) { n.Masquerade = false })},
-		"internal":       {with(defaultNetwork(), func(n *Network) { n.Internal = true; n.Ports = []PublishedPort{web} })},
-		"one-port":       {with(defaultNetwork(), func(n *Network) { n.Ports = []PublishedPort{web} })},
+		"internal": {with(defaultNetwork(), func(n *Network) {
+			n.Internal = true
+			n.Endpoints = []Endpoint{{ID: epWeb, Ports: []PublishedPort{web}}}
+		})},
+		"one-port": {with(defaultNetwork(), func(n *Network) { n.Endpoints = []Endpoint{{ID: epWeb, Ports: []PublishedPort{web}}} })},
 		"ports": {with(defaultNetwork(), func(n *Network) {
-			n.Ports = []PublishedPort{
-				{Proto: "udp", HostPort: 5353, ContainerIP: addr("172.30.0.3"), ContainerPort: 53},
-				{Proto: "tcp", HostIP: addr("192.0.2.10"), HostPort: 8443, ContainerIP: addr("172.30.0.2"), ContainerPort: 443},
-				web,
-				{Proto: "sctp", HostPort: 9999, ContainerIP: addr("172.30.0.4"), ContainerPort: 9999},
-				{Proto: "tcp", HostIP: addr("2001:db8::10"), HostPort: 8081, ContainerIP: addr("172.30.0.2"), ContainerPort: 81},
+			n.Endpoints = []Endpoint{
+				{ID: epDNS, Ports: []PublishedPort{{Proto: "udp", HostPort: 5353, ContainerIP: addr("172.30.0.3"), ContainerPort: 53}}},
+				{ID: epWeb, Ports: []PublishedPort{
+					{Proto: "tcp", HostIP: addr("192.0.2.10"), HostPort: 8443, ContainerIP: addr("172.30.0.2"), ContainerPort: 443},
+					web,
+					{Proto: "tcp", HostIP: addr("2001:db8::10"), HostPort: 8081, ContainerIP: addr("172.30.0.2"), ContainerPort: 81},
+				}},
+				{ID: epSCTP, Ports: []PublishedPort{{Proto: "sctp", HostPort: 9999, ContainerIP: addr("172.30.0.4"), ContainerPort: 9999}}},
+				{ID: "e4e4e4e4e4e4-no-ports"},
+			}
+		})},
+		// Equal ranges collapse into one rule per chain; an unequal range, a
+		// lone equal port, a run broken by a gap and a host-IP run do not mix.
+		"ranges": {with(defaultNetwork(), func(n *Network) {
+			n.Endpoints = []Endpoint{
+				{ID: epWeb, Ports: slices.Concat(
+					portRun("udp", 40000, 40999, "172.30.0.2"),
+					portRun("tcp", 7000, 7002, "172.30.0.2"),
+					portRun("tcp", 7004, 7005, "172.30.0.2"),
+					shifted("tcp", 8000, 8002, 80, "172.30.0.2"),
+					[]PublishedPort{{Proto: "tcp", HostPort: 9000, ContainerIP: addr("172.30.0.2"), ContainerPort: 9000}},
+				)},
+				{ID: epDNS, Ports: func() []PublishedPort {
+					ps := portRun("udp", 5000, 5001, "172.30.0.3")
+					for i := range ps {
+						ps[i].HostIP = addr("192.0.2.10")
+					}
+					return ps
+				}()},
 			}
 		})},
 		"two-networks": {
-			with(defaultNetwork(), func(n *Network) { n.Ports = []PublishedPort{web} }),
+			with(defaultNetwork(), func(n *Network) { n.Endpoints = []Endpoint{{ID: epWeb, Ports: []PublishedPort{web}}} }),
 			{ID: idB, Bridge: "on-b2a1c3d4e5f6", Subnets: []netip.Prefix{pfx("172.31.0.0/16")}, ICC: false, Masquerade: true},
 		},
 		"ipv6": {{
 			ID: idB, Bridge: "on-b2a1c3d4e5f6", ICC: true, Masquerade: true,
 			Subnets: []netip.Prefix{pfx("172.31.0.0/16"), pfx("fd00:dead:beef::/64")},
-			Ports: []PublishedPort{
-				{Proto: "tcp", HostPort: 8080, ContainerIP: addr("172.31.0.2"), ContainerPort: 80},
-				{Proto: "tcp", HostPort: 8080, ContainerIP: addr("fd00:dead:beef::2"), ContainerPort: 80},
-				{Proto: "udp", HostIP: addr("2001:db8::10"), HostPort: 5353, ContainerIP: addr("fd00:dead:beef::3"), ContainerPort: 53},
+			Endpoints: []Endpoint{
+				{ID: epV6, Ports: slices.Concat([]PublishedPort{
+					{Proto: "tcp", HostPort: 8080, ContainerIP: addr("172.31.0.2"), ContainerPort: 80},
+					{Proto: "tcp", HostPort: 8080, ContainerIP: addr("fd00:dead:beef::2"), ContainerPort: 80},
+				}, portRun("udp", 6000, 6009, "fd00:dead:beef::2"), portRun("udp", 6000, 6009, "172.31.0.2"))},
+				{ID: epV6NS, Ports: []PublishedPort{
+					{Proto: "udp", HostIP: addr("2001:db8::10"), HostPort: 5353, ContainerIP: addr("fd00:dead:beef::3"), ContainerPort: 53},
+				}},
 			},
 		}},
 	}
@@ -94,11 +151,16 @@ func TestRenderGolden(t *testing.T) {
 
 func TestRenderIsOrderIndependent(t *testing.T) {
 	networks := goldenCases()["two-networks"]
-	networks[0].Ports = append(networks[0].Ports, PublishedPort{Proto: "udp", HostPort: 1, ContainerIP: addr("172.30.0.9"), ContainerPort: 1})
+	networks[0].Endpoints = append(networks[0].Endpoints, Endpoint{ID: epDNS, Ports: slices.Concat(
+		[]PublishedPort{{Proto: "udp", HostPort: 1, ContainerIP: addr("172.30.0.9"), ContainerPort: 1}},
+		portRun("udp", 100, 110, "172.30.0.9"))})
 	reversed := slices.Clone(networks)
 	slices.Reverse(reversed)
-	reversed[1].Ports = slices.Clone(reversed[1].Ports)
-	slices.Reverse(reversed[1].Ports)
+	reversed[1].Endpoints = slices.Clone(reversed[1].Endpoints)
+	slices.Reverse(reversed[1].Endpoints)
+	dns := &reversed[1].Endpoints[0]
+	dns.Ports = slices.Clone(dns.Ports)
+	slices.Reverse(dns.Ports)
 	if a, b := renderCase(networks), renderCase(reversed); a != b {
 		t.Errorf("render depends on input order:\n%s\nvs\n%s", a, b)
 	}
@@ -109,12 +171,22 @@ func TestValidate(t *testing.T) {
 		"long bridge":    with(defaultNetwork(), func(n *Network) { n.Bridge = "on-1234567890abc" }),
 		"bridge w space": with(defaultNetwork(), func(n *Network) { n.Bridge = "on 1" }),
 		"bad proto": with(defaultNetwork(), func(n *Network) {
-			n.Ports = []PublishedPort{{Proto: "icmp", HostPort: 1, ContainerIP: addr("172.30.0.2"), ContainerPort: 1}}
+			n.Endpoints = []Endpoint{{ID: epWeb, Ports: []PublishedPort{{Proto: "icmp", HostPort: 1, ContainerIP: addr("172.30.0.2"), ContainerPort: 1}}}}
 		}),
 		"host port 0": with(defaultNetwork(), func(n *Network) {
-			n.Ports = []PublishedPort{{Proto: "tcp", ContainerIP: addr("172.30.0.2"), ContainerPort: 1}}
+			n.Endpoints = []Endpoint{{ID: epWeb, Ports: []PublishedPort{{Proto: "tcp", ContainerIP: addr("172.30.0.2"), ContainerPort: 1}}}}
 		}),
-		"no container": with(defaultNetwork(), func(n *Network) { n.Ports = []PublishedPort{{Proto: "tcp", HostPort: 1, ContainerPort: 1}} }),
+		"no container": with(defaultNetwork(), func(n *Network) {
+			n.Endpoints = []Endpoint{{ID: epWeb, Ports: []PublishedPort{{Proto: "tcp", HostPort: 1, ContainerPort: 1}}}}
+		}),
+		"no network ID": with(defaultNetwork(), func(n *Network) { n.ID = "" }),
+		"no endpoint ID": with(defaultNetwork(), func(n *Network) {
+			n.Endpoints = []Endpoint{{ID: "//", Ports: []PublishedPort{{Proto: "tcp", HostPort: 1, ContainerIP: addr("172.30.0.2"), ContainerPort: 1}}}}
+		}),
+		"endpoint IDs sharing 12 characters": with(defaultNetwork(), func(n *Network) {
+			p := []PublishedPort{{Proto: "tcp", HostPort: 1, ContainerIP: addr("172.30.0.2"), ContainerPort: 1}}
+			n.Endpoints = []Endpoint{{ID: epWeb, Ports: p}, {ID: epWeb[:12] + "ff", Ports: p}}
+		}),
 	} {
 		if err := Validate([]Network{n}); err == nil {
 			t.Errorf("%s: Validate accepted it", name)
@@ -131,14 +203,28 @@ type packet struct {
 	ctstate string // NEW, ESTABLISHED or DNAT (a NEW connection that went through our DNAT)
 }
 
-// verdict walks OURNET-FORWARD like the kernel would, for the matches Render
-// uses; "RETURN" means the chain fell through to the rest of FORWARD.
-func verdict(t *testing.T, rules []Rule, p packet) string {
+// verdict walks chain like the kernel would, following jumps into the other
+// chains of the table, for the matches Render uses; "RETURN" means the chain
+// fell through to the rest of its caller.
+func verdict(t *testing.T, table Table, chain string, p packet) string {
 	t.Helper()
+	chains := chainIndex(table.Chains)
+	rules, ok := chains[chain]
+	if !ok {
+		t.Fatalf("jump to %s, which the table does not have", chain)
+	}
 	for _, r := range rules {
-		if matches(t, r, p) {
-			return r.Target()
+		if !matches(t, r, p) {
+			continue
 		}
+		target := r.Target()
+		if _, isChain := chains[target]; isChain {
+			if v := verdict(t, table, target, p); v != "RETURN" {
+				return v
+			}
+			continue
+		}
+		return target
 	}
 	return "RETURN"
 }
@@ -170,7 +256,14 @@ func matches(t *testing.T, r Rule, p packet) bool {
 		case "-p":
 			ok = val == p.proto
 		case "--dport":
-			ok = val == p.dport
+			first, last, isRange := strings.Cut(val, ":")
+			if !isRange {
+				last = first
+			}
+			port, _ := strconv.Atoi(p.dport)
+			lo, _ := strconv.Atoi(first)
+			hi, _ := strconv.Atoi(last)
+			ok = p.dport != "" && lo <= port && port <= hi
 		case "--ctstate":
 			ok = false
 			for _, s := range strings.Split(val, ",") {
@@ -200,7 +293,8 @@ func TestForwardIsolation(t *testing.T) {
 	networks := goldenCases()["two-networks"]
 	networks = append(networks, Network{ID: "c3", Bridge: "on-internal", Subnets: []netip.Prefix{pfx("172.29.0.0/24")}, ICC: true, Internal: true})
 	a, b, internal := "on-1a2b3c4d5e6f", "on-b2a1c3d4e5f6", "on-internal"
-	rules := Render(IPv4, networks).Tables[0].Chains[0].Rules
+	networks[0].Endpoints = append(networks[0].Endpoints, Endpoint{ID: epDNS, Ports: portRun("udp", 40000, 40999, "172.30.0.3")})
+	filter := Render(IPv4, networks).Tables[0]
 	web := addr("172.30.0.2")
 	for _, tc := range []struct {
 		name string
@@ -214,6 +308,9 @@ func TestForwardIsolation(t *testing.T) {
 		{"b to a's published port via DNAT", packet{in: b, out: a, dst: web, proto: "tcp", dport: "80", ctstate: "DNAT"}, "ACCEPT"},
 		{"b to a's other port via DNAT", packet{in: b, out: a, dst: web, proto: "tcp", dport: "81", ctstate: "DNAT"}, "DROP"},
 		{"outside to a's published port via DNAT", packet{in: "eth0", out: a, dst: web, proto: "tcp", dport: "80", ctstate: "DNAT"}, "ACCEPT"},
+		{"outside to the middle of a's range via DNAT", packet{in: "eth0", out: a, dst: addr("172.30.0.3"), proto: "udp", dport: "40500", ctstate: "DNAT"}, "ACCEPT"},
+		{"outside to past a's range via DNAT", packet{in: "eth0", out: a, dst: addr("172.30.0.3"), proto: "udp", dport: "41000", ctstate: "DNAT"}, "DROP"},
+		{"outside to a's range on another container", packet{in: "eth0", out: a, dst: web, proto: "udp", dport: "40500", ctstate: "DNAT"}, "DROP"},
 		{"outside to a's container directly", packet{in: "eth0", out: a, dst: web, proto: "tcp", dport: "80", ctstate: "NEW"}, "DROP"},
 		{"reply into a", packet{in: "eth0", out: a, ctstate: "ESTABLISHED"}, "ACCEPT"},
 		{"a to outside", packet{in: a, out: "eth0", ctstate: "NEW"}, "ACCEPT"},
@@ -227,7 +324,7 @@ func TestForwardIsolation(t *testing.T) {
 		{"reply into internal", packet{in: "eth0", out: internal, ctstate: "ESTABLISHED"}, "DROP"},
 		{"docker0 to eth0 is not ours", packet{in: "docker0", out: "eth0", ctstate: "NEW"}, "RETURN"},
 	} {
-		if got := verdict(t, rules, tc.p); got != tc.want {
+		if got := verdict(t, filter, ChainForward, tc.p); got != tc.want {
 			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
 		}
 	}

@@ -54,6 +54,22 @@ func (t *SavedTable) ChainRules(chain string) []Rule {
 	return rules
 }
 
+// byChain returns every declared chain's rules in order (a chain without
+// rules maps to nil), in one pass.
+func (t *SavedTable) byChain() map[string][]Rule {
+	m := map[string][]Rule{}
+	if t == nil {
+		return m
+	}
+	for _, c := range t.Chains {
+		m[c] = nil
+	}
+	for _, r := range t.Rules {
+		m[r.Chain] = append(m[r.Chain], r.Rule)
+	}
+	return m
+}
+
 // ParseSave parses iptables-save (or ip6tables-save) output of either backend.
 func ParseSave(text string) (Saved, error) {
 	var s Saved

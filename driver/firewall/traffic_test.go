@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -75,6 +76,47 @@ func serve(t *testing.T, ns, addr, name string) {
 	}()
 }
 
+// serveUDP answers every datagram with its own name and the peer's address.
+func serveUDP(t *testing.T, ns, addr, name string) {
+	var c net.PacketConn
+	inNetns(t, ns, func() {
+		var err error
+		if c, err = net.ListenPacket("udp4", addr); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			_, peer, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			c.WriteTo([]byte(name+" "+peer.(*net.UDPAddr).IP.String()), peer)
+		}
+	}()
+}
+
+// dialUDP sends a few datagrams (one may be lost) and returns the first answer, or "".
+func dialUDP(t *testing.T, ns, addr string) string {
+	var c net.Conn
+	inNetns(t, ns, func() { c, _ = net.Dial("udp4", addr) })
+	if c == nil {
+		return ""
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	for range 5 {
+		c.Write([]byte("ping"))
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if n, err := c.Read(buf); err == nil {
+			return string(buf[:n])
+		}
+	}
+	return ""
+}
+
 // dial returns what the server said, or "" when the connection failed.
 // Blocked connections take the whole timeout, so it is short unless success is expected.
 func dial(t *testing.T, ns, addr string, timeout time.Duration) string {
@@ -130,7 +172,11 @@ func TestNetnsTraffic(t *testing.T) {
 
 		networks := []Network{
 			{ID: "aaaa", Bridge: "on-a", Subnets: []netip.Prefix{pfx("172.30.0.0/24")}, ICC: true, Masquerade: true,
-				Ports: []PublishedPort{{Proto: "tcp", HostPort: 8080, ContainerIP: addr("172.30.0.2"), ContainerPort: 80}}},
+				Endpoints: []Endpoint{{ID: "c1c1", Ports: slices.Concat(
+					[]PublishedPort{{Proto: "tcp", HostPort: 8080, ContainerIP: addr("172.30.0.2"), ContainerPort: 80}},
+					portRun("tcp", 7000, 7099, "172.30.0.2"), // -p 7000-7099:7000-7099: one rule
+					portRun("udp", 40000, 40999, "172.30.0.2"),
+				)}}},
 			{ID: "bbbb", Bridge: "on-b", Subnets: []netip.Prefix{pfx("172.31.0.0/24")}, ICC: true, Masquerade: true},
 		}
 		if err := New(b, testLog(t)).Apply(context.Background(), networks); err != nil {
@@ -138,6 +184,9 @@ func TestNetnsTraffic(t *testing.T) {
 		}
 		serve(t, c1, ":80", "c1")
 		serve(t, c1, ":81", "c1-unpublished")
+		serve(t, c1, ":7050", "c1-range")
+		serve(t, c1, ":7100", "c1-past-range")
+		serveUDP(t, c1, ":40500", "c1-udp")
 		serve(t, c2, ":80", "c2")
 		serve(t, outside, ":80", "outside")
 
@@ -152,6 +201,8 @@ func TestNetnsTraffic(t *testing.T) {
 			{"container out, masqueraded", c1, "192.0.2.2:80", "outside 192.0.2.1"},
 			{"hairpin to own published port", c1, "172.30.0.1:8080", "c1 172.30.0.1"},
 			{"host loopback to published port", host, "127.0.0.1:8080", "c1 172.30.0.1"},
+			{"outside to the middle of a published range", outside, "192.0.2.1:7050", "c1-range 192.0.2.2"},
+			{"outside to the port after a published range", outside, "192.0.2.1:7100", ""},
 		} {
 			timeout := 700 * time.Millisecond
 			if tc.want != "" {
@@ -160,6 +211,9 @@ func TestNetnsTraffic(t *testing.T) {
 			if got := dial(t, tc.from, tc.to, timeout); got != tc.want {
 				t.Errorf("%s (%s): got %q, want %q", tc.name, tc.to, got, tc.want)
 			}
+		}
+		if got := dialUDP(t, outside, "192.0.2.1:40500"); got != "c1-udp 192.0.2.2" {
+			t.Errorf("UDP to the middle of a published range: got %q, want %q", got, "c1-udp 192.0.2.2")
 		}
 		if t.Failed() {
 			t.Log(ipt(t, b, IPv4, "-L", "-v", "-n"), ipt(t, b, IPv4, "-t", "nat", "-L", "-v", "-n"))

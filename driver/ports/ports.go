@@ -162,7 +162,10 @@ func (c *Chooser) Choose(reqs []Request, published []firewall.PublishedPort) ([]
 			reqs[i].HostIP = netip.Addr{}
 		}
 	}
-	taken := append([]firewall.PublishedPort(nil), published...)
+	taken := takenPorts{}
+	for _, p := range published {
+		taken.add(p)
+	}
 	var out []firewall.PublishedPort
 	for i := 0; i < len(reqs); i++ {
 		// A request and its IPv6 twin need one port free in both families.
@@ -176,7 +179,7 @@ func (c *Chooser) Choose(reqs []Request, published []firewall.PublishedPort) ([]
 		}
 		for _, r := range group {
 			p := firewall.PublishedPort{Proto: r.Proto, HostIP: r.HostIP, HostPort: port, ContainerIP: r.ContainerIP, ContainerPort: r.ContainerPort}
-			taken = append(taken, p)
+			taken.add(p)
 			out = append(out, p)
 		}
 		i += len(group) - 1
@@ -187,7 +190,7 @@ func (c *Chooser) Choose(reqs []Request, published []firewall.PublishedPort) ([]
 
 // pick finds one host port free for every request of the group (a request
 // and maybe its IPv6 twin), from the first request's port or range.
-func (c *Chooser) pick(group []Request, taken []firewall.PublishedPort) (uint16, error) {
+func (c *Chooser) pick(group []Request, taken takenPorts) (uint16, error) {
 	r := group[0]
 	freeForAll := func(port uint16) (Request, string) {
 		for _, g := range group {
@@ -225,10 +228,9 @@ func (c *Chooser) pick(group []Request, taken []firewall.PublishedPort) (uint16,
 
 // busy says why port cannot serve r, or "" if it can. Bindings of different
 // address families never collide: IPv4 and IPv6 DNAT live in separate tables.
-func (c *Chooser) busy(r Request, port uint16, taken []firewall.PublishedPort) string {
-	for _, t := range taken {
-		sameFamily := t.ContainerIP.Unmap().Is4() == r.ContainerIP.Unmap().Is4()
-		if t.Proto == r.Proto && t.HostPort == port && sameFamily && addrsOverlap(t.HostIP, r.HostIP) {
+func (c *Chooser) busy(r Request, port uint16, taken takenPorts) string {
+	for _, t := range taken[takenKey{r.Proto, !r.ContainerIP.Unmap().Is4(), port}] {
+		if addrsOverlap(t.HostIP, r.HostIP) {
 			return "already published by ournet for " + t.ContainerIP.String()
 		}
 	}
@@ -236,6 +238,21 @@ func (c *Chooser) busy(r Request, port uint16, taken []firewall.PublishedPort) s
 		return "already in use on the host"
 	}
 	return ""
+}
+
+// takenPorts indexes published ports by what can collide, so checking a
+// candidate port costs the same however many ports are published.
+type takenPorts map[takenKey][]firewall.PublishedPort
+
+type takenKey struct {
+	proto string
+	ipv6  bool
+	port  uint16
+}
+
+func (t takenPorts) add(p firewall.PublishedPort) {
+	k := takenKey{p.Proto, !p.ContainerIP.Unmap().Is4(), p.HostPort} // as busy keys requests
+	t[k] = append(t[k], p)
 }
 
 // addrsOverlap: an unspecified host IP stands for every address.

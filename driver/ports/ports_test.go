@@ -3,6 +3,7 @@ package ports
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -366,4 +367,28 @@ func choose(c *Chooser, reqs []Request, ip netip.Addr, published []firewall.Publ
 		}
 	}
 	return c.Choose(reqs, published)
+}
+
+// BenchmarkChooseRange publishes a 1000-port equal range with nothing and
+// with 10,000 ports already published: the cost must not grow with the latter.
+func BenchmarkChooseRange(b *testing.B) {
+	ip := netip.MustParseAddr("172.30.0.2")
+	var reqs []Request
+	for p := uint16(50000); p < 51000; p++ {
+		reqs = append(reqs, Request{Proto: "udp", HostPort: p, HostPortEnd: p, ContainerPort: p, ContainerIP: ip})
+	}
+	for _, n := range []int{0, 10000} {
+		var published []firewall.PublishedPort
+		for p := range n {
+			published = append(published, firewall.PublishedPort{Proto: "udp", HostPort: uint16(20000 + p), ContainerIP: netip.MustParseAddr("172.30.0.3"), ContainerPort: uint16(20000 + p)})
+		}
+		b.Run(fmt.Sprintf("published=%d", n), func(b *testing.B) {
+			c := &Chooser{}
+			for b.Loop() {
+				if _, err := c.Choose(reqs, published); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
