@@ -30,9 +30,8 @@ func TestFaultsUnderLoad(t *testing.T) {
 	if len(results) != len(faults.All()) {
 		t.Fatalf("%d results for %d faults", len(results), len(faults.All()))
 	}
-	// A request times out after 1s and streams send every 50ms: a heal
-	// interval plus the time to notice and one request's bound.
-	allowedGap := healInterval + 2*time.Second
+	// A heal interval, plus one request's bound and a second for the repair.
+	allowedGap := healInterval + faults.RequestTimeout + time.Second
 	for _, r := range results {
 		for _, s := range r.Streams {
 			if s.Sent < 50 {

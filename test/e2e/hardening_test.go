@@ -16,11 +16,12 @@ import (
 )
 
 // synRecv counts half-open connections (SYN_RECV) to a local TCP port in
-// /proc/net/tcp as a container sees it: proof that a SYN was delivered to
-// the service, whatever happened to the reply.
+// /proc/net/tcp{,6} as a container sees it: proof that a SYN was delivered
+// to the service, whatever happened to the reply. A dual-stack listener
+// (Go's ":80") shows IPv4 connections in tcp6.
 func synRecvIn(t *testing.T, ctr string, port int) int {
 	t.Helper()
-	out := mustExec(t, ctr, "cat /proc/net/tcp")
+	out := mustExec(t, ctr, "cat /proc/net/tcp /proc/net/tcp6")
 	return countSynRecv(out, port)
 }
 
@@ -146,13 +147,16 @@ func TestICCDisabledWithoutBridgeNetfilter(t *testing.T) {
 		t.Fatal(err)
 	}
 	closed := network(t, "-d", pluginName, "-o", "ournet.enable_icc=false")
-	a, b := container(t, []string{"--net", closed}), container(t, []string{"--net", closed})
+	a, b := container(t, []string{"--net", closed}), web(t, "--net", closed)
 	if out, err := execIn(a, "ping -c2 -W1 "+containerIP(t, b, closed)); err == nil {
-		t.Fatalf("icc=false with bridge-nf-call-iptables=0: containers reach each other:\n%s", out)
+		t.Fatalf("icc=false with bridge-nf-call-iptables=0: containers ping each other:\n%s", out)
+	}
+	if out, err := httpGetFrom(a, containerIP(t, b, closed), 80); err == nil && strings.Contains(out, b) {
+		t.Fatal("icc=false with bridge-nf-call-iptables=0: containers reach each other over TCP")
 	}
 	// Control: the same with icc on works, so the failure above is isolation.
 	open := network(t, "-d", pluginName)
-	c, d := container(t, []string{"--net", open}), container(t, []string{"--net", open})
+	c, d := container(t, []string{"--net", open}), web(t, "--net", open)
 	reachable(t, c, d, containerIP(t, d, open))
 	if v, _ := os.ReadFile(key); strings.TrimSpace(string(v)) != "0" {
 		t.Fatalf("the sysctl changed to %q during the test: it proved nothing", v)
@@ -167,7 +171,7 @@ func TestUnknownEndpointOptionRefused(t *testing.T) {
 	if !strings.Contains(out, "ournet.nosuch") {
 		t.Fatalf("docker run error does not name the option:\n%s", out)
 	}
-	c := container(t, []string{"--net", "none"})
+	c := container(t, []string{"--net", network(t, "-d", pluginName)})
 	out = dockerFails(t, "network", "connect", "--driver-opt", "ournet.nosuch=1", n, c)
 	if !strings.Contains(out, "ournet.nosuch") {
 		t.Fatalf("docker network connect error does not name the option:\n%s", out)

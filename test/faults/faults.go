@@ -23,6 +23,10 @@ import (
 	"time"
 )
 
+// RequestTimeout bounds each request of a stream: generous, so that a busy
+// 2-core machine is not taken for a failure.
+const RequestTimeout = 2 * time.Second
+
 // Config says where everything is.
 type Config struct {
 	Repo     string // repository root: scripts/engine.sh restarts the engine
@@ -234,7 +238,7 @@ func (e *env) measure(i int, f Fault) (Result, error) {
 		window = 3 * time.Second
 	}
 	streamArgs := func(url, expect, out string) []string {
-		return []string{"stream", url, "-duration", window.String(), "-interval", "50ms", "-timeout", "1s",
+		return []string{"stream", url, "-duration", window.String(), "-interval", "50ms", "-timeout", RequestTimeout.String(),
 			"-expect", expect, "-out", out}
 	}
 	type running struct {
