@@ -56,14 +56,14 @@ type Sysctl func(key, value string) error
 
 // Endpoint is one container's attachment to a network.
 type Endpoint struct {
-	ID         string                   `json:"id"`
-	NetworkID  string                   `json:"network_id"`
-	IPv4       netip.Prefix             `json:"ipv4,omitzero"`
-	IPv6       netip.Prefix             `json:"ipv6,omitzero"`
-	MAC        string                   `json:"mac,omitempty"`
-	Joined     bool                     `json:"joined,omitempty"`
-	SandboxKey string                   `json:"sandbox_key,omitempty"`
-	Ports      []firewall.PublishedPort `json:"ports,omitempty"`
+	ID         string       `json:"id"`
+	NetworkID  string       `json:"network_id"`
+	IPv4       netip.Prefix `json:"ipv4,omitzero"`
+	IPv6       netip.Prefix `json:"ipv6,omitzero"`
+	MAC        string       `json:"mac,omitempty"`
+	Joined     bool         `json:"joined,omitempty"`
+	SandboxKey string       `json:"sandbox_key,omitempty"`
+	Ports      PortList     `json:"ports,omitempty"`
 }
 
 // state is what survives restarts ($STATE_DIR/networks.json).
@@ -72,8 +72,9 @@ type state struct {
 	Endpoints map[string]*Endpoint      `json:"endpoints"`
 }
 
-// StateVersion is the format of networks.json this build writes.
-const StateVersion = 1
+// StateVersion is the format of networks.json this build writes: 2 stores
+// runs of published ports as one entry (PortList); 1 still reads.
+const StateVersion = 2
 
 // Driver implements network.Driver.
 type Driver struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -230,7 +231,8 @@ func TestReconcileAppliesFirewallWhenNamesFails(t *testing.T) {
 // still answer.
 func TestNewerStateIsReadOnly(t *testing.T) {
 	h := newHarness(t)
-	content := `{"version": 2, "data": {"networks": {}, "endpoints": {}, "future": 1}}`
+	newer := StateVersion + 1
+	content := fmt.Sprintf(`{"version": %d, "data": {"networks": {}, "endpoints": {}, "future": 1}}`, newer)
 	if err := os.WriteFile(h.stateFile, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +255,7 @@ func TestNewerStateIsReadOnly(t *testing.T) {
 		t.Error("a link was removed")
 	}
 
-	want := "networks.json was written by a newer ournet (format 2); this ournet reads up to format 1: upgrade the plugin again (docker plugin upgrade"
+	want := fmt.Sprintf("networks.json was written by a newer ournet (format %d); this ournet reads up to format %d: upgrade the plugin again (docker plugin upgrade", newer, StateVersion)
 	changes := map[string]func() error{
 		"CreateNetwork": func() error { return h.createNetwork(netA, 1, nil, nil) },
 		"DeleteNetwork": func() error { return h.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: netA}) },

@@ -71,7 +71,8 @@ step docker exec client ip -o -4 addr show
 echo
 echo "== 6. Publish a port: in-kernel DNAT, no docker-proxy"
 step docker run -d --name published --net netlb -p 8001:80 "$IMAGE" probe http-serve :80 -text published
-step iptables -t nat -L OURNET-PREROUTING -n
+ctr_chain=OURNET-DNAT-$(docker inspect -f '{{.NetworkSettings.Networks.netlb.EndpointID}}' published | cut -c1-12)
+step iptables -t nat -L "$ctr_chain" -n
 step curl -s --max-time 3 http://127.0.0.1:8001/
 [[ $(curl -s --max-time 3 http://127.0.0.1:8001/) == published ]] || fail "published port 8001 did not answer"
 step scripts/ports.sh

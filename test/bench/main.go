@@ -48,6 +48,10 @@ func main() {
 		faultTable(version)
 		return
 	}
+	if *scaleRun {
+		scaleTable(version)
+		return
+	}
 	fmt.Printf("ournet benchmark on engine %s (Docker %s), %d rounds per row, median times on this machine (%s)\n\n",
 		*engine, version, *rounds, hostSummary())
 

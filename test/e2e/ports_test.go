@@ -20,7 +20,7 @@ func TestPublishedPort(t *testing.T) {
 	ip := containerIP(t, w, n)
 
 	nat := stdout(t, "iptables", "-t", "nat", "-S")
-	if !hasLine(nat, "-A OURNET-PREROUTING ", "--dport 18001 ", "-j DNAT --to-destination "+ip+":80") {
+	if !hasLine(nat, "-A OURNET-DNAT-", "--dport 18001 ", "-j DNAT --to-destination "+ip+":80") {
 		t.Fatalf("iptables -t nat -S has no DNAT for 18001 -> %s:80:\n%s", ip, nat)
 	}
 	if out := stdout(t, "iptables", "-t", "nat", "-L", "-n"); !hasLine(out, "DNAT", "dpt:18001 ", "to:"+ip+":80") {
@@ -113,7 +113,7 @@ func TestPublishedPortConflict(t *testing.T) {
 		t.Fatalf("conflict error does not name the port 18002 and why:\n%s", out)
 	}
 	// Nothing half-installed: exactly one DNAT for the port.
-	if c := countLines(iptablesSave(t, "nat"), "-A OURNET-PREROUTING ", "--dport 18002 "); c != 1 {
+	if c := countLines(iptablesSave(t, "nat"), "-A OURNET-DNAT-", "--dport 18002 "); c != 1 {
 		t.Fatalf("%d DNAT rules for 18002 after the refused container, want 1", c)
 	}
 }
@@ -162,14 +162,20 @@ func ephemeralRange(t testing.TB) (int, int) {
 	return lo, hi
 }
 
-// -p 20000-20099:20000-20099 maps 100 ports, all in one firewall change.
+// -p 21000-21099:21000-21099 maps 100 ports, all in one firewall change and
+// one DNAT rule (the destination port is kept), shown by iptables -L.
 func TestPublishHundredPorts(t *testing.T) {
 	n := network(t, "-d", pluginName)
 	name := uniq("hundred")
 	docker(t, "run", "-d", "--name", name, "--net", n, "-p", "21000-21099:21000-21099", image, "probe", "http-serve", ":21050", "-text", name)
 	t.Cleanup(func() { cmd("docker", "rm", "-f", name) })
-	if c := countLines(iptablesSave(t, "nat"), "-A OURNET-PREROUTING ", "-j DNAT"); c < 100 {
-		t.Fatalf("%d DNAT rules, want at least the 100 of -p 21000-21099:21000-21099", c)
+	ip := containerIP(t, name, n)
+	nat := iptablesSave(t, "nat")
+	if c := countLines(nat, "-A OURNET-DNAT-", "-j DNAT"); c != 1 || !hasLine(nat, "--dport 21000:21099 ", "-j DNAT --to-destination "+ip) {
+		t.Fatalf("%d DNAT rules, want one for the range 21000:21099 to %s:\n%s", c, ip, nat)
+	}
+	if out := stdout(t, "iptables", "-t", "nat", "-L", "-n"); !hasLine(out, "DNAT", "dpts:21000:21099 ", "to:"+ip) {
+		t.Fatalf("iptables -t nat -L -n does not show the range:\n%s", out)
 	}
 	eventually(t, 5*time.Second, "port 21050 of the range answers", func() error {
 		return wantBody(hostHTTPGet("127.0.0.1", 21050))(name)
@@ -186,7 +192,7 @@ func TestPublishedPortIPv6(t *testing.T) {
 	client := newHostNS(t, 6)
 	n := network(t, "-d", pluginName, "--ipv6", "--subnet", "172.232.0.0/24", "--subnet", "fd00:232::/64")
 	w := web(t, "--net", n, "-p", "18050:80")
-	if nat := stdout(t, "ip6tables", "-t", "nat", "-S"); !hasLine(nat, "-A OURNET-PREROUTING ", "--dport 18050 ", "-j DNAT --to-destination [fd00:232::") {
+	if nat := stdout(t, "ip6tables", "-t", "nat", "-S"); !hasLine(nat, "-A OURNET-DNAT-", "--dport 18050 ", "-j DNAT --to-destination [fd00:232::") {
 		t.Fatalf("ip6tables -t nat -S has no DNAT for 18050:\n%s", nat)
 	}
 	eventually(t, 10*time.Second, "outside client over IPv6", func() error {
@@ -212,7 +218,7 @@ func TestPublishHostBindingAndExplicitFamilies(t *testing.T) {
 	v6only := web(t, "--net", n, "-p", "[::]:18082:80")
 
 	nat := iptablesSave(t, "nat")
-	if !hasLine(nat, "-A OURNET-PREROUTING ", "-d 127.0.0.1/32 ", "--dport 18080 ") {
+	if !hasLine(nat, "-A OURNET-DNAT-", "-d 127.0.0.1/32 ", "--dport 18080 ") {
 		t.Fatalf("plain -p on a host_binding_ipv4=127.0.0.1 network: no DNAT limited to 127.0.0.1:\n%s", nat)
 	}
 	eventually(t, 5*time.Second, "host_binding port on 127.0.0.1", func() error {

@@ -170,17 +170,22 @@ func TestHealsFlushedRules(t *testing.T) {
 	// ournet's rules are gone and works again only once they are back.
 	throughFirewall := func() error { return wantBody(p.outside.httpGet(t, p.outside.HostIP, p.port))(p.web) }
 	eventually(t, 10*time.Second, "outside client before the flush", throughFirewall)
-	before := map[string]string{"filter": ournetRules(t, "filter"), "nat": ournetRules(t, "nat")}
+	before := map[string]string{"filter": ournetRules(t, "filter"), "nat": ournetRules(t, "nat"), "raw": ournetRules(t, "raw")}
+	// The web container's own chains (a chain per publishing endpoint).
+	ep := docker(t, "inspect", "-f", fmt.Sprintf(`{{(index .NetworkSettings.Networks %q).EndpointID}}`, p.net), p.web)[:12]
 	for _, flush := range [][]string{
 		{"-F", "OURNET-FORWARD"},
 		{"-t", "nat", "-F", "OURNET-PREROUTING"},
 		{"-t", "nat", "-F", "OURNET-OUTPUT"},
 		{"-D", "FORWARD", "-j", "OURNET-FORWARD"},
 		{"-t", "nat", "-D", "POSTROUTING", "-j", "OURNET-POSTROUTING"},
+		{"-t", "nat", "-F", "OURNET-DNAT-" + ep},
+		{"-D", "OURNET-ALLOW-" + ep, "1"},
+		{"-t", "raw", "-F", "OURNET-RAW-PREROUTING"},
 	} {
 		what := "iptables " + strings.Join(flush, " ")
 		must(t, "iptables", flush...)
-		if ournetRules(t, "filter") == before["filter"] && ournetRules(t, "nat") == before["nat"] {
+		if ournetRules(t, "filter") == before["filter"] && ournetRules(t, "nat") == before["nat"] && ournetRules(t, "raw") == before["raw"] {
 			t.Fatalf("%s changed nothing: the test would prove nothing", what)
 		}
 		eventually(t, 20*time.Second, "ournet's rules restored after "+what, func() error {
