@@ -99,6 +99,9 @@ type Driver struct {
 	// The first successful save of a fresh state makes it true again.
 	stateTrusted bool
 	unsaved      bool // a delete could not be saved; Heal saves again
+	// holdsToSync: endpoints whose held host ports must follow their
+	// published ports at the next successful firewall apply (followHolds).
+	holdsToSync map[string]bool
 	// readOnly is set when networks.json was written by a newer ournet: the
 	// file and the host are left as they are and every change is refused
 	// with this error. Set in New only.
@@ -128,7 +131,7 @@ type Config struct {
 func New(c Config) (*Driver, error) {
 	d := &Driver{log: c.Log, links: c.Links, fw: c.Firewall, sysctl: c.Sysctl, chooser: c.Chooser,
 		file: store.File{Path: c.StateFile, Version: StateVersion}, stateTrusted: true,
-		lockSlot: make(chan struct{}, 1), lockWait: c.LockWait}
+		lockSlot: make(chan struct{}, 1), lockWait: c.LockWait, holdsToSync: map[string]bool{}}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -221,8 +224,32 @@ func (d *Driver) saveOrRetry() {
 	}
 }
 
+// applyFirewall makes the rules match the state. Host-port holds follow the
+// rules, not the state: the endpoints marked by followHolds get holds that
+// match their ports only once an apply succeeded, so a port is never free
+// for a host process while a DNAT may still shadow it, and never held for
+// a DNAT that no longer exists after the next success.
 func (d *Driver) applyFirewall(ctx context.Context) error {
-	return d.fw.Apply(ctx, firewallPlan(d.st.Networks, d.st.Endpoints))
+	if err := d.fw.Apply(ctx, firewallPlan(d.st.Networks, d.st.Endpoints)); err != nil {
+		return err
+	}
+	for id := range d.holdsToSync {
+		var keep []hostports.Port
+		if ep, ok := d.st.Endpoints[id]; ok {
+			keep = holdsOf(ep.Ports)
+		}
+		d.holds.Keep(id, keep)
+	}
+	clear(d.holdsToSync)
+	return nil
+}
+
+// followHolds marks endpoints whose holds must follow their ports at the
+// next successful firewall apply.
+func (d *Driver) followHolds(ids ...string) {
+	for _, id := range ids {
+		d.holdsToSync[id] = true
+	}
 }
 
 // GetCapabilities: ournet networks live on one host.
@@ -348,18 +375,16 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 		d.removeUnknownLink(DefaultBridgeName(req.NetworkID))
 		return nil
 	}
-	var gone []*Endpoint
 	for id, ep := range d.st.Endpoints {
 		if ep.NetworkID == req.NetworkID {
 			host, _ := vethNames(id)
 			d.logErr("remove veth of deleted network", d.links.DeleteLink(host), "veth", host)
+			d.unpublish(ep)
 			delete(d.st.Endpoints, id)
-			gone = append(gone, ep)
 		}
 	}
 	delete(d.st.Networks, req.NetworkID)
 	d.logErr("remove firewall rules", d.applyFirewall(context.Background()), "network", shortID(req.NetworkID))
-	d.releaseHolds(gone...)
 	d.logErr("remove bridge", d.links.DeleteLink(cfg.Bridge), "bridge", cfg.Bridge)
 	d.saveOrRetry()
 	d.log.Info("network deleted", "network", shortID(req.NetworkID), "bridge", cfg.Bridge)
@@ -487,17 +512,18 @@ func (d *Driver) detach(ep *Endpoint) {
 	if d.unpublish(ep) {
 		d.logErr("remove published ports", d.applyFirewall(context.Background()), "endpoint", shortID(ep.ID))
 	}
-	d.releaseHolds(ep)
 	d.saveOrRetry()
 }
 
 // unpublish frees the published ports of endpoints whose container left or
 // is gone, and reports whether any were published; callers apply the
-// firewall and save. Every release of ports goes through here.
+// firewall (which then releases the holds) and save. Every release of
+// ports goes through here.
 func (d *Driver) unpublish(eps ...*Endpoint) (changed bool) {
 	for _, ep := range eps {
 		if len(ep.Ports) > 0 {
 			ep.Ports = nil
+			d.followHolds(ep.ID)
 			changed = true
 		}
 	}
@@ -636,21 +662,21 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 	if err := d.holds.Reserve(ep.ID, holdsOf(chosen)); err != nil {
 		return reserveConflict(err, chosen)
 	}
+	// Held now: previous and chosen. The apply that succeeds (this one, or
+	// the rollback's, or a later one if both fail) drops what it does not publish.
+	d.followHolds(ep.ID)
 	previous := ep.Ports
 	ep.Ports = chosen
 	if err := d.applyFirewall(context.Background()); err != nil {
 		ep.Ports = previous
 		rollback := d.undone("restore firewall rules", d.applyFirewall(context.Background()))
-		d.holds.Keep(ep.ID, holdsOf(previous))
 		return errors.Join(fmt.Errorf("publish ports: %w", err), rollback)
 	}
 	if err := d.save(); err != nil {
 		ep.Ports = previous
 		rollback := d.undone("restore firewall rules", d.applyFirewall(context.Background()))
-		d.holds.Keep(ep.ID, holdsOf(previous))
 		return errors.Join(err, rollback)
 	}
-	d.holds.Keep(ep.ID, holdsOf(chosen))
 	if len(chosen) > 0 {
 		d.log.Info("ports published", "endpoint", shortID(ep.ID), "count", len(chosen), "first", describePort(chosen[0]))
 	}
@@ -725,12 +751,11 @@ func (d *Driver) RevokeExternalConnectivity(req *network.RevokeExternalConnectiv
 		return nil
 	}
 	previous := ep.Ports
-	ep.Ports = nil
+	d.unpublish(ep)
 	if err := d.applyFirewall(context.Background()); err != nil {
 		ep.Ports = previous // state keeps matching the rules that are still live
 		return fmt.Errorf("unpublish ports: %w", err)
 	}
-	d.releaseHolds(ep)
 	d.saveOrRetry()
 	return nil
 }

@@ -214,7 +214,7 @@ type fakeFirewall struct {
 	mu       sync.Mutex
 	last     []firewall.Network
 	applied  int
-	failNext error
+	failNext []error // the next Applies fail with these, in turn
 	drift    []string
 	// With block set, Apply signals applying and then hangs until block is
 	// closed, like an iptables-restore stuck on the xtables lock.
@@ -235,9 +235,11 @@ func (f *fakeFirewall) Apply(_ context.Context, networks []firewall.Network) err
 	if err := firewall.Validate(networks); err != nil {
 		return err
 	}
-	if f.failNext != nil {
-		err := f.failNext
-		f.failNext = nil
+	if len(f.failNext) > 0 {
+		err := f.failNext[0]
+		f.failNext = f.failNext[1:]
+		// Like iptables: what a failed apply leaves is not what was asked.
+		f.drift = []string{"rules differ after a failed apply"}
 		return err
 	}
 	f.applied++
@@ -252,10 +254,11 @@ func (f *fakeFirewall) Check(_ context.Context, networks []firewall.Network) ([]
 	return append([]string(nil), f.drift...), nil
 }
 
+// failOnce makes the next Apply fail; called again, the one after too.
 func (f *fakeFirewall) failOnce(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.failNext = err
+	f.failNext = append(f.failNext, err)
 }
 
 func (f *fakeFirewall) lastApplied() ([]firewall.Network, int) {

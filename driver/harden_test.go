@@ -416,3 +416,21 @@ func TestRollbackErrorsAreReturned(t *testing.T) {
 		}
 	})
 }
+
+// Heal still checks and restores the firewall when listing links fails.
+func TestHealRestoresFirewallWhenNamesFails(t *testing.T) {
+	h := newHarness(t)
+	h.mustCreateNetwork(netA, 1, nil)
+	_, applied := h.fw.lastApplied()
+	h.fw.mu.Lock()
+	h.fw.drift = []string{"chain OURNET-FORWARD missing"}
+	h.fw.mu.Unlock()
+	h.links.failOn("Names", 1)
+	repaired, err := h.d.Heal(context.Background())
+	if !errors.Is(err, errInjected) {
+		t.Errorf("Heal = %v, want the Names error", err)
+	}
+	if _, n := h.fw.lastApplied(); n != applied+1 || !repaired {
+		t.Errorf("firewall applied %d times (was %d), repaired %v: drift left alone", n, applied, repaired)
+	}
+}

@@ -88,15 +88,6 @@ func (d *Driver) holdSavedPorts() {
 	}
 }
 
-// releaseHolds lets go of the host ports of endpoints that no longer
-// publish; call it after the firewall dropped their DNAT, or a host process
-// could bind a port that is still shadowed.
-func (d *Driver) releaseHolds(eps ...*Endpoint) {
-	for _, ep := range eps {
-		d.holds.Keep(ep.ID, nil)
-	}
-}
-
 // noHolds is the Reserver when none is configured.
 type noHolds struct{}
 

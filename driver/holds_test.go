@@ -213,3 +213,66 @@ func TestRepublishReleasesDroppedHolds(t *testing.T) {
 		t.Errorf("holds after publishing 9090 instead of 8080 = %v, want %v", got, want)
 	}
 }
+
+// When removing the DNAT fails, the holds stay until an apply succeeds:
+// the state no longer publishes the ports, but the rules may, and a host
+// process must not bind a port they still shadow.
+func TestHoldsOutliveAFailedUnpublish(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		unpublish func(h *harness) error
+	}{
+		{"leave", func(h *harness) error { return h.d.Leave(&network.LeaveRequest{NetworkID: netA, EndpointID: epA}) }},
+		{"delete endpoint", func(h *harness) error {
+			return h.d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: netA, EndpointID: epA})
+		}},
+		{"delete network", func(h *harness) error { return h.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: netA}) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := dualStackHarness(t)
+			if err := h.program(epA, dualStackPort8080); err != nil {
+				t.Fatal(err)
+			}
+			h.fw.failOnce(errors.New("restore failed"))
+			tc.unpublish(h) // the engine ignores these errors; the driver logs them
+			if got := h.holds.list(); !reflect.DeepEqual(got, epAHolds) {
+				t.Errorf("holds after a failed unpublish = %v, want %v kept", got, epAHolds)
+			}
+			if len(h.holds.earlyReleases) > 0 {
+				t.Errorf("released while the DNAT still published them: %v", h.holds.earlyReleases)
+			}
+			// The heal loop's next successful apply releases them.
+			if _, err := h.d.Heal(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := h.holds.list(); len(got) != 0 {
+				t.Errorf("holds after the heal applied the rules = %v, want none", got)
+			}
+		})
+	}
+}
+
+// A publish whose apply and rollback both fail keeps every hold (the rules
+// may publish either set) until an apply succeeds.
+func TestPublishFailedRollbackKeepsBothHolds(t *testing.T) {
+	h := dualStackHarness(t)
+	if err := h.program(epA, `[{"Proto":6,"Port":80,"HostPort":8080,"HostPortEnd":8080}]`); err != nil {
+		t.Fatal(err)
+	}
+	h.fw.failOnce(errors.New("restore failed"))
+	h.fw.failOnce(errors.New("rollback failed too"))
+	if err := h.program(epA, `[{"Proto":6,"Port":80,"HostPort":9090,"HostPortEnd":9090}]`); err == nil {
+		t.Fatal("firewall failure not reported")
+	}
+	both := []string{"e1e1e1e1e1e1 tcp 0.0.0.0:8080", "e1e1e1e1e1e1 tcp 0.0.0.0:9090", "e1e1e1e1e1e1 tcp [::]:8080", "e1e1e1e1e1e1 tcp [::]:9090"}
+	if got := h.holds.list(); !reflect.DeepEqual(got, both) {
+		t.Errorf("holds after a failed publish and rollback = %v, want %v", got, both)
+	}
+	if _, err := h.d.Heal(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	previous := []string{"e1e1e1e1e1e1 tcp 0.0.0.0:8080", "e1e1e1e1e1e1 tcp [::]:8080"}
+	if got := h.holds.list(); !reflect.DeepEqual(got, previous) {
+		t.Errorf("holds after the heal applied the rules = %v, want %v", got, previous)
+	}
+}

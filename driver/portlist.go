@@ -68,7 +68,8 @@ func (l *PortList) UnmarshalJSON(data []byte) error {
 	var out PortList
 	for _, r := range runs {
 		count := max(r.Count, 1)
-		if r.Count < 0 || int(r.HostPort)+count-1 > 65535 || int(r.ContainerPort)+count-1 > 65535 {
+		// Count first: a huge one would overflow the sums below.
+		if r.Count < 0 || r.Count > 65535 || int(r.HostPort)+count-1 > 65535 || int(r.ContainerPort)+count-1 > 65535 {
 			return fmt.Errorf("published ports %d/%s: count %d runs past port 65535", r.HostPort, r.Proto, r.Count)
 		}
 		if len(out)+count > maxPortsPerEndpoint {

@@ -99,6 +99,8 @@ func TestPortListRefusesImpossibleRuns(t *testing.T) {
 		`{"Proto":"tcp","HostPort":65535,"ContainerIP":"172.30.0.2","ContainerPort":80,"count":2}`,
 		`{"Proto":"tcp","HostPort":80,"ContainerIP":"172.30.0.2","ContainerPort":65535,"count":2}`,
 		`{"Proto":"tcp","HostPort":80,"ContainerIP":"172.30.0.2","ContainerPort":80,"count":-1}`,
+		// Would overflow int in the bounds checks and expand without end.
+		`{"Proto":"tcp","HostPort":10,"ContainerIP":"172.30.0.2","ContainerPort":10},{"Proto":"tcp","HostPort":2,"ContainerIP":"172.30.0.2","ContainerPort":2,"count":9223372036854775807}`,
 	} {
 		var l PortList
 		if err := json.Unmarshal([]byte("["+entry+"]"), &l); err == nil {
@@ -138,6 +140,7 @@ func FuzzPortList(f *testing.F) {
 		`[{"Proto":"tcp","HostIP":"127.0.0.1","HostPort":8080,"ContainerIP":"fd00::2","ContainerPort":80}]`,
 		`[{"Proto":"tcp","HostPort":65535,"ContainerIP":"172.30.0.2","ContainerPort":80,"count":2}]`,
 		`[{"Proto":"sctp","HostPort":1,"ContainerIP":"172.30.0.2","ContainerPort":1,"count":-3}]`,
+		`[{"Proto":"tcp","HostPort":10,"ContainerIP":"172.30.0.2","ContainerPort":10},{"Proto":"tcp","HostPort":2,"ContainerIP":"172.30.0.2","ContainerPort":2,"count":9223372036854775807}]`,
 	} {
 		f.Add([]byte(seed))
 	}

@@ -34,7 +34,6 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 	// Without the list of links the rules still go in: containers that
 	// survived the restart need their forwarding and published ports.
 	var errs []error
-	var gone []*Endpoint
 	names, err := d.links.Names(bridgePrefix, hostVethPrefix, peerVethPrefix)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list ournet interfaces: %w", err))
@@ -45,7 +44,7 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 				d.logErr("remove leftover interface", d.links.DeleteLink(name), "link", name)
 			}
 		}
-		if gone = d.releaseVanished(names); len(gone) > 0 {
+		if d.releaseVanished(names) {
 			d.saveOrRetry()
 		}
 	}
@@ -54,20 +53,20 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 	if err := d.applyFirewall(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("apply firewall rules: %w", err))
 	}
-	d.releaseHolds(gone...)
 	return errors.Join(errs...)
 }
 
 // releaseVanished handles joined endpoints whose host-side veth is not in
 // names: their container died (while ournet was down, or the engine never
 // sent Leave), so they have left and their published ports are free for
-// others. It returns the endpoints it changed; the caller applies the
-// firewall, releases their held ports and saves.
-func (d *Driver) releaseVanished(names []string) (gone []*Endpoint) {
+// others. It reports whether it changed any; the caller applies the
+// firewall (which releases their held ports) and saves.
+func (d *Driver) releaseVanished(names []string) bool {
 	present := make(map[string]bool, len(names))
 	for _, name := range names {
 		present[name] = true
 	}
+	var gone []*Endpoint
 	for _, ep := range d.st.Endpoints {
 		if host, _ := vethNames(ep.ID); ep.Joined && !present[host] {
 			gone = append(gone, ep)
@@ -80,7 +79,7 @@ func (d *Driver) releaseVanished(names []string) (gone []*Endpoint) {
 		ep.Joined = false
 	}
 	d.unpublish(gone...)
-	return gone
+	return len(gone) > 0
 }
 
 // knownLinks is every link name the state's networks and endpoints use.
@@ -124,32 +123,37 @@ func (d *Driver) Heal(ctx context.Context) (bool, error) {
 	if d.readOnly != nil {
 		return false, nil // nothing on the host is ours to touch
 	}
-	repaired, err := d.healLinks()
-	if err != nil {
-		return repaired, err
-	}
+	// A failure to heal links (a netlink dump that keeps being interrupted)
+	// must not stop the firewall from being checked and restored.
+	repaired, linkErr := d.healLinks()
+	fwRepaired, fwErr := d.healFirewall(ctx)
+	return repaired || fwRepaired, errors.Join(linkErr, fwErr)
+}
+
+// healFirewall compares the live rules with the plan and restores them.
+func (d *Driver) healFirewall(ctx context.Context) (bool, error) {
 	if err := d.lock("checking the firewall"); err != nil {
-		return repaired, err
+		return false, err
 	}
 	trusted := d.stateTrusted
 	plan := firewallPlan(d.st.Networks, d.st.Endpoints)
 	d.unlock()
 	if !trusted {
-		return repaired, nil
+		return false, nil
 	}
 	// Checking runs iptables-save: keep engine calls from waiting on it.
 	drift, err := d.fw.Check(ctx, plan)
 	if err != nil || len(drift) == 0 {
-		return repaired, err
+		return false, err
 	}
 	if err := d.lock("restoring the firewall"); err != nil {
-		return repaired, err
+		return false, err
 	}
 	defer d.unlock()
 	d.log.Info("ournet firewall rules changed outside ournet; restoring them", "drift", strings.Join(drift, "; "))
 	// Apply the current plan: a call may have changed it since the check.
 	if err := d.applyFirewall(ctx); err != nil {
-		return repaired, err
+		return false, err
 	}
 	return true, nil
 }
@@ -177,9 +181,8 @@ func (d *Driver) healLinks() (bool, error) {
 	if err != nil {
 		return repaired, fmt.Errorf("list ournet veths: %w", err)
 	}
-	if gone := d.releaseVanished(names); len(gone) > 0 {
+	if d.releaseVanished(names) {
 		d.logErr("remove published ports of vanished containers", d.applyFirewall(context.Background()))
-		d.releaseHolds(gone...)
 		d.saveOrRetry()
 		repaired = true
 	}

@@ -115,6 +115,9 @@ func (a *Allocator) RequestPool(addressSpace, subnet, ipRange string, options ma
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, other := range a.sortedPools() {
+		if other.id == p.id && len(other.leases) == 0 {
+			return "", netip.Prefix{}, fmt.Errorf("--subnet %s is already held by ournet's IPAM (pool %s) with no address in use: if no network of `docker network ls` has it (a crash lost the engine's reply), disable the plugin, remove that pool from /var/lib/ournet/ipam.json and enable it again; or choose another subnet", prefix, other.id)
+		}
 		if other.subnet.Overlaps(prefix) {
 			return "", netip.Prefix{}, fmt.Errorf("--subnet %s overlaps %s, already used by another ournet network (pool %s): choose a subnet that does not overlap", prefix, other.subnet, other.id)
 		}

@@ -556,7 +556,7 @@ func TestPoolWithoutLeasesStaysHeldAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, err = restarted.RequestPool("ournet-local", "172.30.0.0/24", "", nil, false)
-	wantErr(t, err, "overlaps", first)
+	wantErr(t, err, "already held by ournet's IPAM", first, "/var/lib/ournet/ipam.json")
 	again, subnetAgain, err := restarted.RequestPool("ournet-local", "", "", nil, false)
 	if err != nil {
 		t.Fatal(err)

@@ -118,19 +118,24 @@ networks_using_ournet() {
 
 # With no ournet network left, nothing needs ournet's chains, jumps or links.
 remove_host_leftovers() {
-	local tool table rule chain link
+	local tool table rule chain link chains
 	for tool in iptables ip6tables; do
 		command -v "$tool-save" >/dev/null || continue
-		for table in filter nat; do
-			# Jumps carry no comment, so the saved rule splits into words safely.
+		for table in filter nat raw; do
+			# Jumps from the built-in chains carry no comment, so the saved rule
+			# splits into words safely.
 			while read -r rule; do
 				# shellcheck disable=SC2086
 				"$tool" -t "$table" -D ${rule#-A } 2>/dev/null || true
 			done < <("$tool-save" -t "$table" 2>/dev/null | grep -E '^-A [A-Z]+ .*-j OURNET-' || true)
-			while read -r chain; do
+			# ournet's chains jump to each other: empty them all, then delete them.
+			mapfile -t chains < <("$tool-save" -t "$table" 2>/dev/null | sed -n 's/^:\(OURNET-[A-Za-z0-9_.-]*\) .*/\1/p')
+			for chain in "${chains[@]}"; do
 				"$tool" -t "$table" -F "$chain" 2>/dev/null || true
+			done
+			for chain in "${chains[@]}"; do
 				"$tool" -t "$table" -X "$chain" 2>/dev/null || true
-			done < <("$tool-save" -t "$table" 2>/dev/null | sed -n 's/^:\(OURNET-[A-Z-]*\) .*/\1/p')
+			done
 		done
 	done
 	while read -r link; do

@@ -66,8 +66,9 @@ func (f Family) has(a netip.Addr) bool { return a.IsValid() && a.Unmap().Is4() =
 // chains, jumped to from the built-in ones, hold only jumps and rules that
 // are the same for every network; each network and each endpoint with
 // published ports has chains of its own (see the prefixes below), so a change
-// rewrites only the chains it touches and its cost does not grow with what
-// else is published.
+// rewrites only the chains it touches: its cost does not grow with the ports
+// published elsewhere, only (through one jump each in the top-level nat
+// chains and the network's IN chain) with the number of publishing endpoints.
 const (
 	ChainForward     = "OURNET-FORWARD"
 	ChainPrerouting  = "OURNET-PREROUTING"
@@ -205,7 +206,7 @@ func Render(family Family, networks []Network) Ruleset {
 	filter.Chains[0].Rules = forward
 	// Connections from the host itself go through the same DNAT chains.
 	nat.Chains[0].Rules, nat.Chains[1].Rules, nat.Chains[2].Rules = dnat, slices.Clone(dnat), postrouting
-	// Last: a kernel without the raw table still gets isolation and ports.
+	// raw: the loopback guard, before conntrack and NAT see anything.
 	raw := Table{
 		Name:   "raw",
 		Chains: []Chain{{Name: ChainRawPrerouting, Rules: rawRules(family, nets)}},

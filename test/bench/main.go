@@ -195,7 +195,7 @@ func faultTable(version string) {
 	if *probe == "" {
 		fail(fmt.Errorf("-faults needs -probe PATH"))
 	}
-	fmt.Printf("ournet under faults on engine %s (Docker %s), %s: four streams, one request each 50ms (2s timeout)\n\n",
+	fmt.Printf("ournet under faults on engine %s (Docker %s), %s: four streams, one request each 50ms (5s timeout)\n\n",
 		*engine, version, hostSummary())
 	results, err := faults.Run(faults.Config{
 		Repo: *repo, Engine: *engine, Plugin: "ournet/driver:latest", Driver: "ournet", Image: image,

@@ -5,6 +5,7 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -215,7 +216,7 @@ func ournetRules(t testing.TB, table string) string {
 
 // Many cycles of create / 4 containers / remove leave the host exactly as before.
 func TestNoLeaksOverCycles(t *testing.T) {
-	baseLinks, baseRules := len(linkNames(t)), ruleCount(t)
+	baseLinks, baseRules := len(linkNames(t)), rules(t)
 	for i := 0; i < 15; i++ {
 		n := uniq("cyc")
 		docker(t, "network", "create", "-d", pluginName, "--ipam-driver", pluginName, n)
@@ -232,21 +233,44 @@ func TestNoLeaksOverCycles(t *testing.T) {
 		docker(t, append([]string{"rm", "-f"}, ctrs...)...)
 		docker(t, "network", "rm", n)
 	}
-	if links, rules := len(linkNames(t)), ruleCount(t); links != baseLinks || rules != baseRules {
-		t.Fatalf("after 15 cycles: %d links (before %d), %d iptables rules (before %d)", links, baseLinks, rules, baseRules)
+	if links, diff := len(linkNames(t)), ruleDiff(baseRules, rules(t)); links != baseLinks || diff != "" {
+		t.Fatalf("after 15 cycles: %d links (before %d); iptables rules changed:\n%s", links, baseLinks, diff)
 	}
 }
 
-func ruleCount(t testing.TB) int {
-	n := 0
-	for _, table := range []string{"filter", "nat"} {
+// rules is every rule line of the tables ournet uses, in save order.
+func rules(t testing.TB) []string {
+	var lines []string
+	for _, table := range []string{"filter", "nat", "raw"} {
 		for _, line := range strings.Split(iptablesSave(t, table), "\n") {
 			if strings.HasPrefix(line, "-A ") {
-				n++
+				lines = append(lines, table+": "+line)
 			}
 		}
 	}
-	return n
+	return lines
+}
+
+// ruleDiff describes what differs between two rules() snapshots, "" if nothing.
+func ruleDiff(before, after []string) string {
+	count := map[string]int{}
+	for _, l := range before {
+		count[l]--
+	}
+	for _, l := range after {
+		count[l]++
+	}
+	var diff []string
+	for l, n := range count {
+		for ; n > 0; n-- {
+			diff = append(diff, "+ "+l)
+		}
+		for ; n < 0; n++ {
+			diff = append(diff, "- "+l)
+		}
+	}
+	sort.Strings(diff)
+	return strings.Join(diff, "\n")
 }
 
 func TestParallelRuns(t *testing.T) {
@@ -310,7 +334,7 @@ func TestBadInputsRefused(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			links, rules := len(linkNames(t)), ruleCount(t)
+			links, before := len(linkNames(t)), rules(t)
 			args := append(append([]string{"network", "create", "-d", pluginName}, tc.args...), uniq("bad"))
 			out := dockerFails(t, args...)
 			for _, w := range tc.want {
@@ -318,8 +342,8 @@ func TestBadInputsRefused(t *testing.T) {
 					t.Errorf("error does not mention %q:\n%s", w, out)
 				}
 			}
-			if l, r := len(linkNames(t)), ruleCount(t); l != links || r != rules {
-				t.Errorf("refused create changed the host: links %d -> %d, rules %d -> %d", links, l, rules, r)
+			if l, diff := len(linkNames(t)), ruleDiff(before, rules(t)); l != links || diff != "" {
+				t.Errorf("refused create changed the host: links %d -> %d, rules:\n%s", links, l, diff)
 			}
 		})
 	}
@@ -328,7 +352,7 @@ func TestBadInputsRefused(t *testing.T) {
 // The engine calls in parallel: networks created and removed at the same
 // time all work and leave nothing behind.
 func TestParallelNetworkCreateDelete(t *testing.T) {
-	baseLinks, baseRules := len(linkNames(t)), ruleCount(t)
+	baseLinks, baseRules := len(linkNames(t)), rules(t)
 	const count = 6
 	names := make([]string, count)
 	for i := range names {
@@ -376,8 +400,8 @@ func TestParallelNetworkCreateDelete(t *testing.T) {
 		}
 	}
 	parallel("remove", func(n string) []string { return []string{"network", "rm", n} })
-	if links, rules := len(linkNames(t)), ruleCount(t); links != baseLinks || rules != baseRules {
-		t.Fatalf("after parallel create/remove: %d links (before %d), %d rules (before %d)", links, baseLinks, rules, baseRules)
+	if links, diff := len(linkNames(t)), ruleDiff(baseRules, rules(t)); links != baseLinks || diff != "" {
+		t.Fatalf("after parallel create/remove: %d links (before %d); iptables rules changed:\n%s", links, baseLinks, diff)
 	}
 	// The plugin's state agrees: none of the removed networks or pools is left.
 	for _, file := range []string{"networks.json", "ipam.json"} {

@@ -30,7 +30,7 @@ func TestUninstallLeavesNothing(t *testing.T) {
 	}
 	leftovers := ""
 	for _, tool := range []string{"iptables-save", "ip6tables-save"} {
-		for _, table := range []string{"filter", "nat"} {
+		for _, table := range []string{"filter", "nat", "raw"} {
 			if dump := stdout(t, tool, "-t", table); strings.Contains(dump, "OURNET") {
 				leftovers += tool + " -t " + table + ":\n" + dump
 			}
