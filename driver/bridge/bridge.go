@@ -4,6 +4,8 @@
 package bridge
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -63,6 +65,7 @@ func (l *Links) EnsureBridge(name string, mtu int, gateways []netip.Prefix) (cre
 		if mtu > 0 {
 			attrs.MTU = mtu
 		}
+		attrs.HardwareAddr = StableMAC(name)
 		br := &netlink.Bridge{LinkAttrs: attrs}
 		if err := l.h.LinkAdd(br); err != nil {
 			return false, fmt.Errorf("create bridge %s: %w", name, err)
@@ -73,6 +76,17 @@ func (l *Links) EnsureBridge(name string, mtu int, gateways []netip.Prefix) (cre
 		}
 	default:
 		return false, fmt.Errorf("look up bridge %s: %w", name, err)
+	}
+	// A bridge whose MAC is not set takes the lowest MAC of its ports and
+	// changes it as containers come and go, leaving every container with a
+	// stale gateway entry in its ARP cache until it notices (seconds without
+	// egress or replies). A fixed MAC, the same after a re-creation by the
+	// heal loop, keeps those entries right; bridges of older ournet releases
+	// get it here once.
+	if mac := StableMAC(name); !bytes.Equal(link.Attrs().HardwareAddr, mac) {
+		if err := l.h.LinkSetHardwareAddr(link, mac); err != nil {
+			return created, fmt.Errorf("set MAC %s on %s: %w", mac, name, err)
+		}
 	}
 	if mtu > 0 && link.Attrs().MTU != mtu {
 		if err := l.h.LinkSetMTU(link, mtu); err != nil {
@@ -257,6 +271,13 @@ func (l *Links) Routes() ([]netip.Prefix, error) {
 }
 
 const nodad = 0x02 // IFA_F_NODAD
+
+// StableMAC is a bridge's MAC address, derived from its name: locally
+// administered, unicast (06:...), and never in Docker's 02:42 container range.
+func StableMAC(bridgeName string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("ournet bridge " + bridgeName))
+	return net.HardwareAddr{0x06, sum[0], sum[1], sum[2], sum[3], sum[4]}
+}
 
 func prefixToIPNet(p netip.Prefix) *net.IPNet {
 	bits := 32

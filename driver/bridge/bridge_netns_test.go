@@ -338,3 +338,56 @@ func TestNetnsRoutes(t *testing.T) {
 		}
 	}
 }
+
+// The bridge's MAC stays the same while ports come and go and after the
+// bridge is re-created, so containers' ARP entries for the gateway stay right.
+func TestNetnsBridgeMACIsStable(t *testing.T) {
+	l, h := linksIn(t, newTestNetns(t))
+	const br = "on-0123456789ab"
+	want := StableMAC(br)
+	if want[0]&0x01 != 0 || want[0]&0x02 == 0 {
+		t.Fatalf("StableMAC %s is not a locally administered unicast address", want)
+	}
+	if _, err := l.EnsureBridge(br, 1500, []netip.Prefix{pfx("172.30.0.1/24")}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		if got := mustLink(t, h, br).Attrs().HardwareAddr; got.String() != want.String() {
+			t.Fatalf("%s: bridge MAC %s, want %s", when, got, want)
+		}
+	}
+	check("created")
+	for i := 0; i < 4; i++ {
+		host, peer := fmt.Sprintf("onv%012d", i), fmt.Sprintf("onc%012d", i)
+		if err := l.AddVeth(host, peer, br, 1500, nil, false); err != nil {
+			t.Fatal(err)
+		}
+		check(fmt.Sprintf("after adding port %d", i))
+	}
+	for i := 0; i < 4; i++ {
+		if err := l.DeleteLink(fmt.Sprintf("onv%012d", i)); err != nil {
+			t.Fatal(err)
+		}
+		check(fmt.Sprintf("after removing port %d", i))
+	}
+	if err := l.DeleteLink(br); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.EnsureBridge(br, 1500, nil); err != nil {
+		t.Fatal(err)
+	}
+	check("re-created")
+	// A bridge of an older release, whose MAC follows its ports, gets it too.
+	other := netlink.NewLinkAttrs()
+	other.Name = "on-aaaaaaaaaaaa"
+	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: other}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.EnsureBridge("on-aaaaaaaaaaaa", 1500, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustLink(t, h, "on-aaaaaaaaaaaa").Attrs().HardwareAddr; got.String() != StableMAC("on-aaaaaaaaaaaa").String() {
+		t.Fatalf("older bridge MAC %s, want %s", got, StableMAC("on-aaaaaaaaaaaa"))
+	}
+}

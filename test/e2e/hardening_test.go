@@ -282,3 +282,39 @@ func TestNewerStateFileRefused(t *testing.T) {
 	restore()
 	network(t, "-d", pluginName)
 }
+
+// The bridge keeps one MAC while containers come and go and when the heal
+// loop re-creates it: containers cache it as their gateway's, and a bridge
+// that took its ports' MACs left them with a stale entry (egress and
+// replies to published ports stalled for seconds).
+func TestBridgeMACStable(t *testing.T) {
+	n := network(t, "-d", pluginName)
+	br := bridgeOf(t, n)
+	first := linkMAC(t, br)
+	if first == "00:00:00:00:00:00" {
+		t.Fatalf("bridge %s has no MAC of its own", br)
+	}
+	var ctrs []string
+	for i := 0; i < 4; i++ {
+		ctrs = append(ctrs, container(t, []string{"--net", n}))
+		if mac := linkMAC(t, br); mac != first {
+			t.Fatalf("bridge MAC changed from %s to %s when container %d joined", first, mac, i+1)
+		}
+	}
+	for _, c := range ctrs[:3] {
+		docker(t, "rm", "-f", c)
+		if mac := linkMAC(t, br); mac != first {
+			t.Fatalf("bridge MAC changed from %s to %s when a container left", first, mac)
+		}
+	}
+	must(t, "ip", "link", "del", br)
+	eventually(t, 20*time.Second, "bridge re-created by the heal loop", func() error {
+		if _, err := os.Stat("/sys/class/net/" + br); err != nil {
+			return err
+		}
+		return nil
+	})
+	if mac := linkMAC(t, br); mac != first {
+		t.Fatalf("re-created bridge has MAC %s, was %s", mac, first)
+	}
+}
