@@ -43,7 +43,7 @@ cmd_install() {
 		"$repo/scripts/engine.sh" start
 	fi
 	# A missing bind-mount source makes `docker plugin enable` fail.
-	mkdir -p /var/lib/ournet
+	install -d -m 0700 /var/lib/ournet # state files: root only
 	[[ -e /run/xtables.lock ]] || touch /run/xtables.lock
 	remove_plugin
 	if [[ ${OURNET_FRESH_STATE:-0} == 1 ]]; then

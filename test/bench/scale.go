@@ -47,9 +47,11 @@ func scaleTable(version string) {
 	loaded := medianOf(*rounds, func() time.Duration { return onePort(net) })
 	rows = append(rows, growth{name: "run + rm, 1 port: 10,000 published vs none", small: ms(none), big: ms(loaded), ratio: ratio(loaded, none)})
 
-	// 2. Idle heal loop with 10,000 ports published: CPU over a minute.
+	// 2. Idle heal loop with 10,000 ports published: CPU over a minute; the
+	// held ports' files and the plugin's memory.
 	cpu := pluginCPU(60 * time.Second)
-	fmt.Printf("idle plugin with 10,000 published ports: %.2f%% of one core over 60s (goal < 1%%)\n", cpu)
+	fmt.Printf("idle plugin with 10,000 published ports: %.2f%% of one core over 60s (goal < 1%%), %s resident, %s open files\n",
+		cpu, pluginRSS(), pluginFiles())
 	run("docker", append([]string{"rm", "-f"}, big...)...)
 
 	// 3. Publishing a 1000-port equal range vs one port, and removing them.
@@ -155,6 +157,19 @@ func medianFirstLast(d []time.Duration) (time.Duration, time.Duration) {
 func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
 
 func ratio(big, small time.Duration) float64 { return float64(big) / float64(small) }
+
+// pluginFiles counts the plugin's open files (one per held host port).
+func pluginFiles() string {
+	pid, err := run("pgrep", "-f", "^/usr/bin/ournet")
+	if err != nil {
+		return "unknown"
+	}
+	entries, err := os.ReadDir("/proc/" + strings.Fields(pid)[0] + "/fd")
+	if err != nil {
+		return "unknown"
+	}
+	return strconv.Itoa(len(entries))
+}
 
 // pluginCPU samples the plugin's user+system CPU time over the window, in
 // percent of one core.
