@@ -2,212 +2,38 @@ package driver
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/netip"
 	"path/filepath"
 	"slices"
-	"sort"
-	"strings"
 	"sync"
 	"testing"
 
+	"github.com/ournet/ournet/driver/drivertest"
 	"github.com/ournet/ournet/driver/firewall"
 	"github.com/ournet/ournet/driver/ports"
 )
 
-// fakeLink is one interface in fakeLinks' pretend namespace.
-type fakeLink struct {
-	Kind     string // "bridge", "veth", "other"
-	MTU      int
-	Master   string
-	Gateways []netip.Prefix
-	MAC      string
-	Peer     string
-	Isolated bool // bridge port isolation (icc=false)
-}
+// fakeLink and fakeLinks keep the driver tests' short names for the fake
+// links shared with the plugin's tests.
+type fakeLink = drivertest.FakeLink
 
-// fakeLinks is an in-memory Links. fail makes the n-th call (1-based) of a
-// method return an error.
-type fakeLinks struct {
-	mu    sync.Mutex
-	links map[string]*fakeLink
-	calls map[string]int
-	fail  map[string]int
-}
+type fakeLinks struct{ *drivertest.FakeLinks }
 
-var errInjected = errors.New("injected failure")
+var _ Links = (*drivertest.FakeLinks)(nil)
 
-func newFakeLinks() *fakeLinks {
-	return &fakeLinks{links: map[string]*fakeLink{}, calls: map[string]int{}, fail: map[string]int{}}
-}
+var errInjected = drivertest.ErrInjected
+
+func newFakeLinks() *fakeLinks { return &fakeLinks{drivertest.NewFakeLinks()} }
 
 // failOn makes the n-th call of method (counted from now) fail.
-func (f *fakeLinks) failOn(method string, n int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.fail[method] = f.calls[method] + n
-}
+func (f *fakeLinks) failOn(method string, n int) { f.FailOn(method, n) }
 
-func (f *fakeLinks) call(method string) error {
-	f.calls[method]++
-	if f.fail[method] == f.calls[method] {
-		return fmt.Errorf("%s: %w", method, errInjected)
-	}
-	return nil
-}
+func (f *fakeLinks) add(name string, l fakeLink) { f.Add(name, l) }
 
-func (f *fakeLinks) add(name string, l fakeLink) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.links[name] = &l
-}
+func (f *fakeLinks) get(name string) *fakeLink { return f.Get(name) }
 
-func (f *fakeLinks) get(name string) *fakeLink {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if l, ok := f.links[name]; ok {
-		c := *l
-		return &c
-	}
-	return nil
-}
-
-func (f *fakeLinks) names() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []string
-	for n := range f.links {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func (f *fakeLinks) EnsureBridge(name string, mtu int, gateways []netip.Prefix) (bool, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.call("EnsureBridge"); err != nil {
-		return false, err
-	}
-	if l, ok := f.links[name]; ok {
-		if l.Kind != "bridge" {
-			return false, fmt.Errorf("interface %s exists and is a %s, not a bridge", name, l.Kind)
-		}
-		if mtu > 0 {
-			l.MTU = mtu
-		}
-		for _, gw := range gateways {
-			if !slices.Contains(l.Gateways, gw) {
-				l.Gateways = append(l.Gateways, gw)
-			}
-		}
-		return false, nil
-	}
-	if mtu == 0 {
-		mtu = 1500
-	}
-	f.links[name] = &fakeLink{Kind: "bridge", MTU: mtu, Gateways: append([]netip.Prefix(nil), gateways...)}
-	return true, nil
-}
-
-func (f *fakeLinks) AddVeth(hostName, peerName, bridgeName string, mtu int, peerMAC net.HardwareAddr, isolated bool) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.call("AddVeth"); err != nil {
-		return err
-	}
-	br, ok := f.links[bridgeName]
-	if !ok || br.Kind != "bridge" {
-		return fmt.Errorf("find bridge %s: not found", bridgeName)
-	}
-	if _, ok := f.links[hostName]; ok {
-		return fmt.Errorf("create veth %s: file exists", hostName)
-	}
-	if _, ok := f.links[peerName]; ok {
-		return fmt.Errorf("create veth %s: file exists", peerName)
-	}
-	if mtu == 0 {
-		mtu = br.MTU
-	}
-	f.links[hostName] = &fakeLink{Kind: "veth", MTU: mtu, Master: bridgeName, Peer: peerName, Isolated: isolated}
-	f.links[peerName] = &fakeLink{Kind: "veth", MTU: mtu, MAC: peerMAC.String(), Peer: hostName}
-	return nil
-}
-
-func (f *fakeLinks) EnsurePort(hostName, bridgeName string, isolated bool) (bool, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.call("EnsurePort"); err != nil {
-		return false, err
-	}
-	l, ok := f.links[hostName]
-	if !ok {
-		return true, nil
-	}
-	if _, ok := f.links[bridgeName]; !ok {
-		return false, fmt.Errorf("find bridge %s: not found", bridgeName)
-	}
-	l.Master = bridgeName
-	l.Isolated = isolated
-	return false, nil
-}
-
-func (f *fakeLinks) DeleteLink(name string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.call("DeleteLink"); err != nil {
-		return err
-	}
-	l, ok := f.links[name]
-	if !ok {
-		return nil
-	}
-	delete(f.links, name)
-	if l.Kind == "veth" && l.Peer != "" {
-		delete(f.links, l.Peer) // a veth pair goes as one
-	}
-	if l.Kind == "bridge" {
-		for _, p := range f.links {
-			if p.Master == name {
-				p.Master = ""
-			}
-		}
-	}
-	return nil
-}
-
-func (f *fakeLinks) Exists(name string) (bool, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.call("Exists"); err != nil {
-		return false, err
-	}
-	_, ok := f.links[name]
-	return ok, nil
-}
-
-func (f *fakeLinks) Names(prefixes ...string) ([]string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.call("Names"); err != nil {
-		return nil, err
-	}
-	var out []string
-	for n := range f.links {
-		for _, p := range prefixes {
-			if strings.HasPrefix(n, p) {
-				out = append(out, n)
-				break
-			}
-		}
-	}
-	sort.Strings(out)
-	return out, nil
-}
+func (f *fakeLinks) names() []string { return f.All() }
 
 // fakeFirewall records what the driver asks for.
 type fakeFirewall struct {

@@ -2,25 +2,19 @@ package driver
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/ournet/ournet/driver/bridge"
 	"github.com/ournet/ournet/driver/firewall"
+	"github.com/ournet/ournet/internal/netnstest"
 )
 
 // TestNetnsIsolationWithoutBrNetfilter runs the driver with its real links and
@@ -32,8 +26,8 @@ func TestNetnsIsolationWithoutBrNetfilter(t *testing.T) {
 	if _, err := exec.LookPath("iptables"); err != nil {
 		t.Skip("needs iptables")
 	}
-	host, outside := testNetns(t), testNetns(t)
-	inNamespace(t, host, func() {
+	host, outside := netnstest.New(t), netnstest.New(t)
+	netnstest.Do(t, host, func() {
 		for _, key := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables"} {
 			path := "/proc/sys/net/bridge/" + key
 			if err := os.WriteFile(path, []byte("0"), 0o644); os.IsNotExist(err) {
@@ -46,16 +40,19 @@ func TestNetnsIsolationWithoutBrNetfilter(t *testing.T) {
 			}
 		}
 	})
-	nsHandle := netlinkAt(t, host)
-	hostNs := func(args ...string) { t.Helper(); run(t, append([]string{"ip", "netns", "exec", host}, args...)...) }
+	nsHandle := netnstest.Handle(t, host)
+	hostNs := func(args ...string) {
+		t.Helper()
+		netnstest.Run(t, append([]string{"ip", "netns", "exec", host}, args...)...)
+	}
 	hostNs("ip", "link", "set", "lo", "up")
 	hostNs("ip", "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", outside)
 	hostNs("ip", "addr", "add", "192.0.2.1/24", "dev", "uplink")
 	hostNs("ip", "link", "set", "uplink", "up")
-	run(t, "ip", "netns", "exec", outside, "ip", "addr", "add", "192.0.2.2/24", "dev", "eth0")
-	run(t, "ip", "netns", "exec", outside, "ip", "link", "set", "eth0", "up")
-	run(t, "ip", "netns", "exec", outside, "ip", "route", "add", "10.88.0.0/16", "via", "192.0.2.1")
-	serveIn(t, outside, ":80", "outside")
+	netnstest.Run(t, "ip", "netns", "exec", outside, "ip", "addr", "add", "192.0.2.2/24", "dev", "eth0")
+	netnstest.Run(t, "ip", "netns", "exec", outside, "ip", "link", "set", "eth0", "up")
+	netnstest.Run(t, "ip", "netns", "exec", outside, "ip", "route", "add", "10.88.0.0/16", "via", "192.0.2.1")
+	netnstest.ServeTCP(t, outside, ":80", netnstest.Answer("outside"))
 
 	backend, err := firewall.DetectBackendNetns(context.Background(), "auto", host)
 	if err != nil {
@@ -64,7 +61,7 @@ func TestNetnsIsolationWithoutBrNetfilter(t *testing.T) {
 	d, err := New(Config{Log: quietLogger(), Links: bridge.New(nsHandle), Firewall: firewall.New(backend, quietLogger()),
 		Sysctl: func(key, value string) error {
 			var err error
-			inNamespace(t, host, func() { err = os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644) })
+			netnstest.Do(t, host, func() { err = os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644) })
 			return err
 		},
 		StateFile: filepath.Join(t.TempDir(), "networks.json")})
@@ -103,20 +100,20 @@ func TestNetnsIsolationWithoutBrNetfilter(t *testing.T) {
 					t.Fatal(err)
 				}
 				_, peer := vethNames(epID)
-				c := testNetns(t)
-				moveInto(t, nsHandle, peer, c)
+				c := netnstest.New(t)
+				netnstest.MoveLink(t, nsHandle, peer, c)
 				for _, args := range [][]string{{"ip", "addr", "add", addr, "dev", peer}, {"ip", "link", "set", peer, "up"},
 					{"ip", "link", "set", "lo", "up"}, {"ip", "route", "add", "default", "via", gateway}} {
-					run(t, append([]string{"ip", "netns", "exec", c}, args...)...)
+					netnstest.Run(t, append([]string{"ip", "netns", "exec", c}, args...)...)
 				}
-				serveIn(t, c, ":80", fmt.Sprintf("c%d", j+1))
+				netnstest.ServeTCP(t, c, ":80", netnstest.Answer(fmt.Sprintf("c%d", j+1)))
 				containers = append(containers, c)
 			}
 			c1, c2 := containers[0], containers[1]
 			// A route to the neighbour through the gateway: the frame is
 			// bridged to the host, then routed back into the bridge.
 			c3 := fmt.Sprintf("10.88.%d.3", i)
-			serveIn(t, host, gateway+":80", "gateway")
+			netnstest.ServeTCP(t, host, gateway+":80", netnstest.Answer("gateway"))
 
 			for _, p := range []struct {
 				name, from, to, want string
@@ -131,138 +128,16 @@ func TestNetnsIsolationWithoutBrNetfilter(t *testing.T) {
 				if p.want != "" {
 					timeout = 5 * time.Second
 				}
-				if got := dialIn(t, p.from, p.to, timeout); got != p.want {
+				if got := netnstest.DialTCP(t, p.from, p.to, timeout); got != p.want {
 					t.Errorf("%s (%s): got %q, want %q", p.name, p.to, got, p.want)
 				}
 			}
 			if !tc.icc {
-				run(t, "ip", "netns", "exec", c1, "ip", "route", "add", c3+"/32", "via", gateway)
-				if got := dialIn(t, c1, c3+":80", 700*time.Millisecond); got != "" {
+				netnstest.Run(t, "ip", "netns", "exec", c1, "ip", "route", "add", c3+"/32", "via", gateway)
+				if got := netnstest.DialTCP(t, c1, c3+":80", 700*time.Millisecond); got != "" {
 					t.Errorf("container to container routed through the gateway: got %q, want nothing", got)
 				}
 			}
 		})
 	}
-}
-
-func testNetns(t *testing.T) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs the ip command")
-	}
-	suffix := make([]byte, 4)
-	rand.Read(suffix)
-	name := "ournet-drvtest-" + hex.EncodeToString(suffix)
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	return name
-}
-
-func run(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-	}
-}
-
-func netlinkAt(t *testing.T, name string) *netlink.Handle {
-	t.Helper()
-	ns, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Delete)
-	return h
-}
-
-// moveInto does the engine's part of Join: the peer goes into the container.
-func moveInto(t *testing.T, h *netlink.Handle, link, ns string) {
-	t.Helper()
-	target, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	l, err := h.LinkByName(link)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.LinkSetNsFd(l, int(target)); err != nil {
-		t.Fatalf("move %s into %s: %v", link, ns, err)
-	}
-}
-
-// inNamespace runs fn on an OS thread switched into the named namespace.
-func inNamespace(t *testing.T, name string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // stays locked, and the thread dies, if switching back fails
-		orig, err := netns.Get()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			t.Error(err)
-			return
-		}
-		fn()
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-	}()
-	<-done
-}
-
-func serveIn(t *testing.T, ns, addr, name string) {
-	t.Helper()
-	var l net.Listener
-	inNamespace(t, ns, func() { l, _ = net.Listen("tcp4", addr) })
-	if l == nil {
-		t.Fatalf("listen on %s in %s", addr, ns)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, name)
-			c.Close()
-		}
-	}()
-}
-
-func dialIn(t *testing.T, ns, addr string, timeout time.Duration) string {
-	var c net.Conn
-	inNamespace(t, ns, func() { c, _ = net.DialTimeout("tcp4", addr, timeout) })
-	if c == nil {
-		return ""
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	b, _ := io.ReadAll(c)
-	return string(b)
 }

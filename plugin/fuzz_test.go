@@ -7,10 +7,8 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"maps"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -23,6 +21,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 
 	"github.com/ournet/ournet/driver"
+	"github.com/ournet/ournet/driver/drivertest"
 	"github.com/ournet/ournet/driver/firewall"
 	"github.com/ournet/ournet/driver/ports"
 	"github.com/ournet/ournet/ipam"
@@ -62,7 +61,7 @@ const maxCalls = 24
 
 // hostLinks exist on the pretend host before ournet starts; no call may
 // remove or change them.
-var hostLinks = map[string]fakeLink{
+var hostLinks = map[string]drivertest.FakeLink{
 	"eth0":    {Kind: "other"},
 	"docker0": {Kind: "bridge"},
 	"onvpn0":  {Kind: "other"}, // looks like ours, is not
@@ -131,7 +130,7 @@ func routeFor(name string) string {
 type fuzzPlugin struct {
 	t        *testing.T
 	dir      string
-	links    *fakeLinks
+	links    *drivertest.FakeLinks
 	fw       *fakeFirewall
 	srv      *server
 	network  *driver.Driver
@@ -144,10 +143,10 @@ type fuzzPlugin struct {
 }
 
 func newFuzzPlugin(t *testing.T) *fuzzPlugin {
-	p := &fuzzPlugin{t: t, dir: t.TempDir(), links: newFakeLinks(), fw: &fakeFirewall{},
+	p := &fuzzPlugin{t: t, dir: t.TempDir(), links: drivertest.NewFakeLinks(), fw: &fakeFirewall{},
 		seenIDs: map[string]bool{}, seenNets: map[string]bool{}}
 	for name, l := range hostLinks {
-		p.links.links[name] = &l
+		p.links.Add(name, l)
 	}
 	p.step = "start-up"
 	p.restart()
@@ -209,7 +208,7 @@ func (p *fuzzPlugin) directive(d string) {
 		if arg == "Apply" {
 			p.fw.failNext(1)
 		} else {
-			p.links.failNext(arg)
+			p.links.FailNext(arg)
 		}
 	case "restart":
 		p.restart()
@@ -224,7 +223,7 @@ func (p *fuzzPlugin) heal() {
 		p.t.Fatalf("%s: heal: %v", p.step, err)
 	}
 	p.faulted = false
-	p.links.clearFaults()
+	p.links.ClearFaults()
 	p.fw.failNext(0)
 }
 
@@ -280,7 +279,7 @@ type view struct {
 	IPAM      any
 	Published []driver.PortListing
 	Endpoints map[string]string
-	Links     map[string]fakeLink
+	Links     map[string]drivertest.FakeLink
 }
 
 func (p *fuzzPlugin) snapshot() view {
@@ -290,7 +289,7 @@ func (p *fuzzPlugin) snapshot() view {
 		IPAM:      p.fileData("ipam.json"),
 		Published: p.ports(p.network),
 		Endpoints: endpointInfo(p.network, p.seenIDs),
-		Links:     p.links.snapshot(),
+		Links:     p.links.Snapshot(),
 	}
 }
 
@@ -383,7 +382,7 @@ func (p *fuzzPlugin) saved() savedNetworks {
 func (p *fuzzPlugin) checkHost() {
 	p.t.Helper()
 	s := p.saved()
-	links := p.links.snapshot()
+	links := p.links.Snapshot()
 	for name, want := range hostLinks {
 		if got, ok := links[name]; !ok || !reflect.DeepEqual(got, want) {
 			p.t.Fatalf("%s: the host's own link %s was changed or removed: %+v", p.step, name, got)
@@ -484,170 +483,6 @@ func normalizePlan(plan []firewall.Network) []firewall.Network {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
-}
-
-// fakeLink is one interface of the pretend host.
-type fakeLink struct {
-	Kind     string // "bridge", "veth", "other"
-	MTU      int
-	Master   string
-	Gateways []netip.Prefix
-	MAC      string
-	Peer     string
-	Isolated bool // bridge port isolation (icc=false)
-}
-
-// fakeLinks is an in-memory driver.Links whose methods can be made to fail.
-type fakeLinks struct {
-	mu    sync.Mutex
-	links map[string]*fakeLink
-	fail  map[string]bool // method -> its next call fails
-}
-
-func newFakeLinks() *fakeLinks {
-	return &fakeLinks{links: map[string]*fakeLink{}, fail: map[string]bool{}}
-}
-
-func (f *fakeLinks) failNext(method string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.fail[method] = true
-}
-
-func (f *fakeLinks) clearFaults() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	clear(f.fail)
-}
-
-func (f *fakeLinks) injected(method string) error {
-	if f.fail[method] {
-		delete(f.fail, method)
-		return fmt.Errorf("%s: injected failure", method)
-	}
-	return nil
-}
-
-func (f *fakeLinks) snapshot() map[string]fakeLink {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := make(map[string]fakeLink, len(f.links))
-	for name, l := range f.links {
-		c := *l
-		c.Gateways = slices.Clone(l.Gateways)
-		out[name] = c
-	}
-	return out
-}
-
-func (f *fakeLinks) EnsureBridge(name string, mtu int, gateways []netip.Prefix) (bool, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.injected("EnsureBridge"); err != nil {
-		return false, err
-	}
-	if l, ok := f.links[name]; ok {
-		if l.Kind != "bridge" {
-			return false, fmt.Errorf("interface %s exists and is a %s, not a bridge", name, l.Kind)
-		}
-		for _, gw := range gateways {
-			if !slices.Contains(l.Gateways, gw) {
-				l.Gateways = append(l.Gateways, gw)
-			}
-		}
-		return false, nil
-	}
-	f.links[name] = &fakeLink{Kind: "bridge", MTU: mtu, Gateways: slices.Clone(gateways)}
-	return true, nil
-}
-
-func (f *fakeLinks) AddVeth(hostName, peerName, bridgeName string, mtu int, peerMAC net.HardwareAddr, isolated bool) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.injected("AddVeth"); err != nil {
-		return err
-	}
-	if br, ok := f.links[bridgeName]; !ok || br.Kind != "bridge" {
-		return fmt.Errorf("find bridge %s: not found", bridgeName)
-	}
-	for _, name := range []string{hostName, peerName} {
-		if _, ok := f.links[name]; ok {
-			return fmt.Errorf("create veth %s: file exists", name)
-		}
-	}
-	f.links[hostName] = &fakeLink{Kind: "veth", MTU: mtu, Master: bridgeName, Peer: peerName, Isolated: isolated}
-	f.links[peerName] = &fakeLink{Kind: "veth", MTU: mtu, MAC: peerMAC.String(), Peer: hostName}
-	return nil
-}
-
-func (f *fakeLinks) EnsurePort(hostName, bridgeName string, isolated bool) (bool, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.injected("EnsurePort"); err != nil {
-		return false, err
-	}
-	l, ok := f.links[hostName]
-	if !ok {
-		return true, nil
-	}
-	if _, ok := f.links[bridgeName]; !ok {
-		return false, fmt.Errorf("find bridge %s: not found", bridgeName)
-	}
-	l.Master, l.Isolated = bridgeName, isolated
-	return false, nil
-}
-
-func (f *fakeLinks) DeleteLink(name string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.injected("DeleteLink"); err != nil {
-		return err
-	}
-	l, ok := f.links[name]
-	if !ok {
-		return nil
-	}
-	delete(f.links, name)
-	if l.Kind == "veth" && l.Peer != "" {
-		delete(f.links, l.Peer) // a veth pair goes as one
-	}
-	if l.Kind == "bridge" {
-		for _, port := range f.links {
-			if port.Master == name {
-				port.Master = ""
-			}
-		}
-	}
-	return nil
-}
-
-func (f *fakeLinks) Exists(name string) (bool, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.injected("Exists"); err != nil {
-		return false, err
-	}
-	_, ok := f.links[name]
-	return ok, nil
-}
-
-func (f *fakeLinks) Names(prefixes ...string) ([]string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.injected("Names"); err != nil {
-		return nil, err
-	}
-	var out []string
-	for name := range f.links {
-		for _, prefix := range prefixes {
-			if strings.HasPrefix(name, prefix) {
-				out = append(out, name)
-				break
-			}
-		}
-	}
-	sort.Strings(out)
-	return out, nil
 }
 
 // fakeFirewall keeps the last plan applied; Check reports drift from it.

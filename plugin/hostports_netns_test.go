@@ -4,57 +4,16 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
-	"runtime"
 	"testing"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-
 	"github.com/ournet/ournet/driver/hostports"
+	"github.com/ournet/ournet/internal/netnstest"
 )
-
-// inNetns moves the test goroutine, locked to its thread, into a network
-// namespace of its own with lo up; the host's ports are never touched.
-func inNetns(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
-	}
-	runtime.LockOSThread()
-	host, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("current netns: %v", err)
-	}
-	ns, err := netns.New()
-	if err != nil {
-		host.Close()
-		runtime.UnlockOSThread()
-		t.Fatalf("new netns: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := netns.Set(host); err != nil {
-			t.Errorf("back to the host netns: %v", err) // the thread stays locked and dies
-			return
-		}
-		ns.Close()
-		host.Close()
-		runtime.UnlockOSThread()
-	})
-	lo, err := netlink.LinkByName("lo")
-	if err == nil {
-		err = netlink.LinkSetUp(lo)
-	}
-	if err != nil {
-		t.Fatalf("lo up: %v", err)
-	}
-}
 
 // The chooser's host check sees ournet's own holds as in use (which is why
 // the driver skips ports it holds itself), per family.
 func TestNetnsHostPortInUseSeesHolds(t *testing.T) {
-	inNetns(t)
+	netnstest.Enter(t)
 	h := hostports.New(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	held := []hostports.Port{
 		{Proto: "tcp", Addr: netip.MustParseAddrPort("0.0.0.0:7700")},

@@ -4,60 +4,26 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-)
 
-var netnsCount atomic.Int32
+	"github.com/ournet/ournet/internal/netnstest"
+)
 
 // testLinks returns Links bound to a network namespace of the test's own,
 // deleted when the test ends. The host's links are never touched.
 func testLinks(t *testing.T) (*Links, *netlink.Handle) {
 	t.Helper()
-	return linksIn(t, newTestNetns(t))
-}
-
-// newTestNetns makes a named network namespace deleted when the test ends.
-func newTestNetns(t *testing.T) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs the ip command")
-	}
-	name := fmt.Sprintf("ournet-test-%d-%d", os.Getpid(), netnsCount.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	return name
+	return linksIn(t, netnstest.New(t))
 }
 
 // linksIn returns Links and a netlink handle bound to the named namespace.
 func linksIn(t *testing.T, name string) (*Links, *netlink.Handle) {
 	t.Helper()
-	ns, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatalf("open netns %s: %v", name, err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatalf("netlink handle in %s: %v", name, err)
-	}
-	t.Cleanup(h.Delete)
+	h := netnstest.Handle(t, name)
 	return New(h), h
 }
 
@@ -342,7 +308,7 @@ func TestNetnsRoutes(t *testing.T) {
 // The bridge's MAC stays the same while ports come and go and after the
 // bridge is re-created, so containers' ARP entries for the gateway stay right.
 func TestNetnsBridgeMACIsStable(t *testing.T) {
-	l, h := linksIn(t, newTestNetns(t))
+	l, h := linksIn(t, netnstest.New(t))
 	const br = "on-0123456789ab"
 	want := StableMAC(br)
 	if want[0]&0x01 != 0 || want[0]&0x02 == 0 {

@@ -3,57 +3,24 @@ package bridge
 import (
 	"encoding/binary"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-)
 
-// inNetns runs fn on an OS thread switched into the named namespace; sockets
-// and /proc/sys/net files opened there belong to that namespace.
-func inNetns(t *testing.T, name string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked if switching back fails: the thread dies with the goroutine
-		orig, err := netns.Get()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			t.Error(err)
-			return
-		}
-		fn()
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-	}()
-	<-done
-}
+	"github.com/ournet/ournet/internal/netnstest"
+)
 
 // disableBrNetfilter turns off iptables for bridged frames in the namespace
 // only (per namespace since Linux 5.3) and checks it took. Without the
 // br_netfilter module the keys are absent and bridged frames skip iptables anyway.
 func disableBrNetfilter(t *testing.T, ns string) {
 	t.Helper()
-	inNetns(t, ns, func() {
+	netnstest.Do(t, ns, func() {
 		for _, key := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables"} {
 			path := "/proc/sys/net/bridge/" + key
 			if err := os.WriteFile(path, []byte("0\n"), 0o644); errors.Is(err, os.ErrNotExist) {
@@ -76,15 +43,8 @@ func disableBrNetfilter(t *testing.T, ns string) {
 // container moves a veth peer into a namespace of its own with the address.
 func container(t *testing.T, h *netlink.Handle, peer, addr string) string {
 	t.Helper()
-	ns := newTestNetns(t)
-	target, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := h.LinkSetNsFd(mustLink(t, h, peer), int(target)); err != nil {
-		t.Fatalf("move %s into %s: %v", peer, ns, err)
-	}
+	ns := netnstest.New(t)
+	netnstest.MoveLink(t, h, peer, ns)
 	_, ch := linksIn(t, ns)
 	eth := mustLink(t, ch, peer)
 	ip, err := netlink.ParseAddr(addr)
@@ -102,51 +62,12 @@ func container(t *testing.T, h *netlink.Handle, peer, addr string) string {
 	return ns
 }
 
-// serveTCP answers every connection on addr (in ns) with name.
-func serveTCP(t *testing.T, ns, addr, name string) {
-	t.Helper()
-	var l net.Listener
-	inNetns(t, ns, func() {
-		var err error
-		if l, err = net.Listen("tcp4", addr); err != nil {
-			t.Error(err)
-		}
-	})
-	if l == nil {
-		t.FailNow()
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, name)
-			c.Close()
-		}
-	}()
-}
-
-// dialTCP returns what the server said, "" when no connection was made.
-func dialTCP(t *testing.T, ns, addr string, timeout time.Duration) string {
-	var c net.Conn
-	inNetns(t, ns, func() { c, _ = net.DialTimeout("tcp4", addr, timeout) })
-	if c == nil {
-		return ""
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	b, _ := io.ReadAll(c)
-	return string(b)
-}
-
 // ping sends one ICMP echo request from ns and reports whether a reply came
 // (no ping binary needed: a raw socket, we are root).
 func ping(t *testing.T, ns, to string, timeout time.Duration) bool {
 	t.Helper()
 	var ok bool
-	inNetns(t, ns, func() {
+	netnstest.Do(t, ns, func() {
 		c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
 		if err != nil {
 			t.Error(err)
@@ -205,7 +126,7 @@ func TestNetnsPortIsolationWithoutBrNetfilter(t *testing.T) {
 		{"icc=false", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			host := newTestNetns(t)
+			host := netnstest.New(t)
 			disableBrNetfilter(t, host)
 			links, h := linksIn(t, host)
 			const bridge, gateway = "on-icc", "10.77.0.1"
@@ -219,9 +140,9 @@ func TestNetnsPortIsolationWithoutBrNetfilter(t *testing.T) {
 			}
 			c1 := container(t, h, "onc0001", "10.77.0.2/24")
 			c2 := container(t, h, "onc0002", "10.77.0.3/24")
-			serveTCP(t, host, gateway+":80", "gateway")
-			serveTCP(t, c1, ":80", "c1")
-			serveTCP(t, c2, ":80", "c2")
+			netnstest.ServeTCP(t, host, gateway+":80", netnstest.Answer("gateway"))
+			netnstest.ServeTCP(t, c1, ":80", netnstest.Answer("c1"))
+			netnstest.ServeTCP(t, c2, ":80", netnstest.Answer("c2"))
 
 			check := func(when string) {
 				t.Helper()
@@ -239,7 +160,7 @@ func TestNetnsPortIsolationWithoutBrNetfilter(t *testing.T) {
 					if p.reach {
 						timeout, want = 5*time.Second, p.want // a loaded machine must not turn a pass into a fail
 					}
-					if got := dialTCP(t, p.from, p.to+":80", timeout); got != want {
+					if got := netnstest.DialTCP(t, p.from, p.to+":80", timeout); got != want {
 						t.Errorf("%s: TCP to %s got %q, want %q", when, p.to, got, want)
 					}
 					if got := ping(t, p.from, p.to, timeout); got != p.reach {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ournet/ournet/internal/netnstest"
 )
 
 // fakeMulti writes a stand-in for xtables-*-multi that runs script.
@@ -84,7 +86,7 @@ func TestBackendRestoreLockTimeoutIsErrBusy(t *testing.T) {
 // must give up with ErrBusy instead of hanging, and work once it is free.
 // Other iptables-legacy users on the host wait that second (they use -w).
 func TestNetnsApplyWhileXtablesLockHeld(t *testing.T) {
-	ns := newNetns(t)
+	ns := netnstest.New(t)
 	b, err := NewBackend("legacy")
 	if err != nil {
 		t.Skip(err)

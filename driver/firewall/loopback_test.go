@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ournet/ournet/internal/netnstest"
 )
 
 var (
@@ -98,10 +100,10 @@ func TestNetnsLoopbackNotReachableFromOutside(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b Backend) {
 		probe := buildProbe(t)
 		host := b.Netns
-		ctr, lan := newNetns(t), newNetns(t)
+		ctr, lan := netnstest.New(t), netnstest.New(t)
 		ex := func(ns string, args ...string) {
 			t.Helper()
-			sh(t, append([]string{"ip", "netns", "exec", ns}, args...)...)
+			netnstest.Run(t, append([]string{"ip", "netns", "exec", ns}, args...)...)
 		}
 		ex(host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 		ex(host, "ip", "link", "set", "lo", "up")
@@ -159,10 +161,10 @@ func TestNetnsLoopbackNotReachableFromOutside(t *testing.T) {
 
 		// The host itself still reaches the port published on 127.0.0.1: the
 		// reply's destination at raw PREROUTING is the gateway (MASQUERADE).
-		if got := dial(t, host, "127.0.0.1:8080", 5*time.Second); got != "published on 127.0.0.1 172.30.0.1" {
+		if got := netnstest.DialTCP(t, host, "127.0.0.1:8080", 5*time.Second); got != "published on 127.0.0.1 172.30.0.1" {
 			t.Errorf("host to 127.0.0.1:8080: got %q", got)
 		}
-		if got := dial(t, host, "127.0.0.1:8081", 5*time.Second); got != "published on all 172.30.0.1" {
+		if got := netnstest.DialTCP(t, host, "127.0.0.1:8081", 5*time.Second); got != "published on all 172.30.0.1" {
 			t.Errorf("host to 127.0.0.1:8081: got %q", got)
 		}
 		if t.Failed() {

@@ -3,18 +3,17 @@ package firewall
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/ournet/ournet/internal/netnstest"
 )
 
 // testLog sends the firewall's log to t.Log.
@@ -29,35 +28,11 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// newNetns makes a network namespace of the test's own, so iptables never
-// touches the host's tables; it is deleted when the test ends, even on failure.
-func newNetns(t testing.TB) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs the ip command")
-	}
-	suffix := make([]byte, 4)
-	rand.Read(suffix)
-	name := "ournet-fwtest-" + hex.EncodeToString(suffix)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	return name
-}
-
 // forEachBackend runs the test for nft and legacy, each in a fresh namespace.
 func forEachBackend(t *testing.T, test func(t *testing.T, b Backend)) {
 	for _, mode := range []string{"nft", "legacy"} {
 		t.Run(mode, func(t *testing.T) {
-			ns := newNetns(t)
+			ns := netnstest.New(t)
 			b, err := NewBackend(mode)
 			if err != nil {
 				t.Skip(err)
@@ -419,7 +394,7 @@ func TestNetnsRestoreErrorNamesTableAndLine(t *testing.T) {
 
 func TestNetnsDetectBackend(t *testing.T) {
 	ctx := context.Background()
-	ns := newNetns(t)
+	ns := netnstest.New(t)
 	legacy, err := NewBackend("legacy")
 	if err != nil {
 		t.Skip(err)
@@ -449,7 +424,7 @@ func TestNetnsDetectBackend(t *testing.T) {
 
 // A host without usable ip6tables still gets its IPv4 rules, with a warning.
 func TestNetnsIPv6Unusable(t *testing.T) {
-	ns := newNetns(t)
+	ns := netnstest.New(t)
 	real, err := NewBackend("nft")
 	if err != nil {
 		t.Skip(err)
@@ -491,7 +466,7 @@ func BenchmarkNetnsApply(b *testing.B) {
 					if err != nil {
 						b.Skip(err)
 					}
-					backend.Netns = newNetns(b)
+					backend.Netns = netnstest.New(b)
 					fw := New(backend, slog.New(slog.DiscardHandler))
 					ctx := context.Background()
 					base := []Network{bigNetwork(endpoints), goldenCases()["two-networks"][1]}
@@ -527,7 +502,7 @@ func BenchmarkNetnsCheck(b *testing.B) {
 			if err != nil {
 				b.Skip(err)
 			}
-			backend.Netns = newNetns(b)
+			backend.Netns = netnstest.New(b)
 			fw := New(backend, slog.New(slog.DiscardHandler))
 			networks := []Network{bigNetwork(10), goldenCases()["two-networks"][1]}
 			if err := fw.Apply(context.Background(), networks); err != nil {

@@ -2,84 +2,27 @@ package firewall
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/netip"
-	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/ournet/ournet/internal/netnstest"
 )
-
-// inNetns runs fn on a thread switched into the named namespace; sockets made
-// there stay in that namespace after fn returns.
-func inNetns(t *testing.T, name string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread dies if restoring fails
-		orig, err := netns.Get()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			t.Error(err)
-			return
-		}
-		fn()
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-	}()
-	<-done
-}
-
-func sh(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-	}
-}
 
 // serve answers every connection with its own name and the peer's address.
 func serve(t *testing.T, ns, addr, name string) {
-	var l net.Listener
-	inNetns(t, ns, func() {
-		var err error
-		if l, err = net.Listen("tcp4", addr); err != nil {
-			t.Fatal(err)
-		}
+	netnstest.ServeTCP(t, ns, addr, func(c net.Conn) string {
+		return name + " " + c.RemoteAddr().(*net.TCPAddr).IP.String()
 	})
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, name+" "+c.RemoteAddr().(*net.TCPAddr).IP.String())
-			c.Close()
-		}
-	}()
 }
 
 // serveUDP answers every datagram with its own name and the peer's address.
 func serveUDP(t *testing.T, ns, addr, name string) {
 	var c net.PacketConn
-	inNetns(t, ns, func() {
+	netnstest.Do(t, ns, func() {
 		var err error
 		if c, err = net.ListenPacket("udp4", addr); err != nil {
 			t.Fatal(err)
@@ -101,7 +44,7 @@ func serveUDP(t *testing.T, ns, addr, name string) {
 // dialUDP sends a few datagrams (one may be lost) and returns the first answer, or "".
 func dialUDP(t *testing.T, ns, addr string) string {
 	var c net.Conn
-	inNetns(t, ns, func() { c, _ = net.Dial("udp4", addr) })
+	netnstest.Do(t, ns, func() { c, _ = net.Dial("udp4", addr) })
 	if c == nil {
 		return ""
 	}
@@ -117,20 +60,6 @@ func dialUDP(t *testing.T, ns, addr string) string {
 	return ""
 }
 
-// dial returns what the server said, or "" when the connection failed.
-// Blocked connections take the whole timeout, so it is short unless success is expected.
-func dial(t *testing.T, ns, addr string, timeout time.Duration) string {
-	var c net.Conn
-	inNetns(t, ns, func() { c, _ = net.DialTimeout("tcp4", addr, timeout) })
-	if c == nil {
-		return ""
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	b, _ := io.ReadAll(c)
-	return string(b)
-}
-
 // TestNetnsTraffic builds a host namespace with FORWARD policy DROP, two ournet
 // bridges with one "container" each, and an outside client, then checks which
 // connections the rendered rules let through. Without br_netfilter only routed
@@ -138,10 +67,10 @@ func dial(t *testing.T, ns, addr string, timeout time.Duration) string {
 func TestNetnsTraffic(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b Backend) {
 		host := b.Netns
-		c1, c2, outside := newNetns(t), newNetns(t), newNetns(t)
+		c1, c2, outside := netnstest.New(t), netnstest.New(t), netnstest.New(t)
 		ex := func(ns string, args ...string) {
 			t.Helper()
-			sh(t, append([]string{"ip", "netns", "exec", ns}, args...)...)
+			netnstest.Run(t, append([]string{"ip", "netns", "exec", ns}, args...)...)
 		}
 		ex(host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 		ex(host, "ip", "link", "set", "lo", "up")
@@ -208,7 +137,7 @@ func TestNetnsTraffic(t *testing.T) {
 			if tc.want != "" {
 				timeout = 5 * time.Second // a loaded machine must not turn a pass into a fail
 			}
-			if got := dial(t, tc.from, tc.to, timeout); got != tc.want {
+			if got := netnstest.DialTCP(t, tc.from, tc.to, timeout); got != tc.want {
 				t.Errorf("%s (%s): got %q, want %q", tc.name, tc.to, got, tc.want)
 			}
 		}

@@ -18,50 +18,10 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-)
 
-// inNetns moves the test's goroutine, locked to its thread, into a network
-// namespace of its own with lo up, so every socket the test opens lives
-// there and the host's ports are never touched. Sub-tests run on other
-// threads: tests using it keep to their own goroutine.
-func inNetns(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
-	}
-	runtime.LockOSThread()
-	host, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("current netns: %v", err)
-	}
-	ns, err := netns.New() // unshare(CLONE_NEWNET): also enters it
-	if err != nil {
-		host.Close()
-		runtime.UnlockOSThread()
-		t.Fatalf("new netns: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := netns.Set(host); err != nil {
-			// Leave the thread locked: Go ends it with the goroutine
-			// rather than reuse a thread stuck in the test's namespace.
-			t.Errorf("back to the host netns: %v", err)
-			return
-		}
-		ns.Close()
-		host.Close()
-		runtime.UnlockOSThread()
-	})
-	lo, err := netlink.LinkByName("lo")
-	if err == nil {
-		err = netlink.LinkSetUp(lo)
-	}
-	if err != nil {
-		t.Fatalf("lo up in the test netns: %v", err)
-	}
-}
+	"github.com/ournet/ournet/internal/netnstest"
+)
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
@@ -111,7 +71,7 @@ func bindLikeAHostProcess(p Port) (io.Closer, error) {
 }
 
 func TestNetnsHoldBlocksHostBinds(t *testing.T) {
-	inNetns(t)
+	netnstest.Enter(t)
 	sctp := hasSCTP()
 	// 192.0.2.10 is not on the host yet: held with IP_FREEBIND, and a
 	// process binding it once it is configured still fails.
@@ -158,7 +118,7 @@ func TestNetnsHoldBlocksHostBinds(t *testing.T) {
 }
 
 func TestNetnsHoldScope(t *testing.T) {
-	inNetns(t)
+	netnstest.Enter(t)
 	h := New(quiet())
 	tests := []struct {
 		held, other string
@@ -189,7 +149,7 @@ func TestNetnsHoldScope(t *testing.T) {
 }
 
 func TestNetnsHoldAcceptsNothing(t *testing.T) {
-	inNetns(t)
+	netnstest.Enter(t)
 	h := New(quiet())
 	tcp, udp := port("tcp", "127.0.0.1:7100"), port("udp", "127.0.0.1:7100")
 	if err := h.Reserve("ep", []Port{tcp, udp}); err != nil {
@@ -229,7 +189,7 @@ func TestNetnsHoldAcceptsNothing(t *testing.T) {
 }
 
 func TestNetnsReserveConflicts(t *testing.T) {
-	inNetns(t)
+	netnstest.Enter(t)
 	h := New(quiet())
 	busy := port("tcp", "0.0.0.0:7200")
 	l, err := net.Listen("tcp4", busy.Addr.String())
@@ -291,7 +251,7 @@ func TestNetnsHold10000UDP(t *testing.T) {
 	if lim.Max < n+200 {
 		t.Skipf("open-file hard limit %d is below the %d this test needs", lim.Max, n+200)
 	}
-	inNetns(t)
+	netnstest.Enter(t)
 	h := New(quiet())
 	runtime.GC()
 	rssBefore, slabBefore := rssKB(t), meminfoKB(t, "Slab")
@@ -359,7 +319,7 @@ func (c countWarnings) WithAttrs([]slog.Attr) slog.Handler           { return c 
 func (c countWarnings) WithGroup(string) slog.Handler                { return c }
 
 func TestNetnsNoSCTPIsLoggedOnce(t *testing.T) {
-	inNetns(t)
+	netnstest.Enter(t)
 	if hasSCTP() {
 		t.Skip("the kernel has SCTP")
 	}
@@ -378,7 +338,7 @@ func TestNetnsNoSCTPIsLoggedOnce(t *testing.T) {
 // Out of file descriptors, Reserve still succeeds (the port is published
 // unheld), warns once, and holds again once descriptors are free.
 func TestNetnsOutOfFilesKeepsPublishing(t *testing.T) {
-	inNetns(t)
+	netnstest.Enter(t)
 	var saved unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &saved); err != nil {
 		t.Fatal(err)
