@@ -33,7 +33,10 @@ func scaleTable(version string) {
 	must("docker", "network", "create", "-d", "ournet", "--subnet", "172.240.0.0/16", net)
 
 	var rows []growth
-	oneRange := func(i int) string { first := 40000 + i*1000; return fmt.Sprintf("%d-%d:%d-%d/udp", first, first+999, first, first+999) }
+	oneRange := func(i int) string {
+		first := 40000 + i*1000
+		return fmt.Sprintf("%d-%d:%d-%d/udp", first, first+999, first, first+999)
+	}
 	onePort := func(net string) time.Duration { return runRm(net, "-p", "18080:80") }
 
 	// 1. run + rm of a one-port container, nothing vs 10,000 ports published.
