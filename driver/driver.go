@@ -627,7 +627,7 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 	if err != nil {
 		return err
 	}
-	d.log.Debug("port map from the engine", "endpoint", shortID(req.EndpointID), "bindings", requests)
+	d.log.Debug("port map from the engine", "endpoint", shortID(req.EndpointID), "count", len(requests), "first", requests[:min(len(requests), 8)])
 	if err := d.lockForChange("publishing ports of endpoint " + shortID(req.EndpointID)); err != nil {
 		return err
 	}

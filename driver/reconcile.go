@@ -150,7 +150,7 @@ func (d *Driver) healFirewall(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	defer d.unlock()
-	d.log.Info("ournet firewall rules changed outside ournet; restoring them", "drift", strings.Join(drift, "; "))
+	d.log.Info("ournet firewall rules changed outside ournet; restoring them", "differences", len(drift), "first", strings.Join(drift[:min(len(drift), 10)], "; "))
 	// Apply the current plan: a call may have changed it since the check.
 	if err := d.applyFirewall(ctx); err != nil {
 		return false, err

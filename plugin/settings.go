@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -64,5 +65,31 @@ func loadSettings(getenv func(string) string) (settings, error) {
 
 func newLogger(level slog.Level) *slog.Logger {
 	// stdout: whatever a managed plugin writes to stderr is logged by dockerd as an error.
-	return slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewTextHandler(lineLimit{os.Stdout, maxLogLine}, &slog.HandlerOptions{Level: level}))
+}
+
+// maxLogLine bounds one log line. dockerd reads a managed plugin's output
+// with a line scanner of 64 KiB; one longer line ("token too long") makes it
+// stop reading for good, the pipe fills, and the plugin blocks on its next
+// log write, whatever lock it holds: every engine call then hangs.
+const maxLogLine = 16 << 10
+
+// lineLimit cuts every record (slog writes one per Write) to at most max
+// bytes, still ending in a newline.
+type lineLimit struct {
+	w   io.Writer
+	max int
+}
+
+const truncatedMark = " …(truncated)\n"
+
+func (l lineLimit) Write(p []byte) (int, error) {
+	if len(p) <= l.max {
+		return l.w.Write(p)
+	}
+	cut := append(append(make([]byte, 0, l.max), p[:l.max-len(truncatedMark)]...), truncatedMark...)
+	if _, err := l.w.Write(cut); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

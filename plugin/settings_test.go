@@ -91,3 +91,26 @@ func TestDefaultPoolsParse(t *testing.T) {
 		t.Fatalf("default DEFAULT_POOLS %q is refused: %v", s.DefaultPools, err)
 	}
 }
+
+// A record longer than dockerd's 64 KiB line scanner would make the engine
+// stop reading the plugin's output and the plugin hang on its next log
+// write: every line is cut short, still one line.
+func TestLogLinesAreBounded(t *testing.T) {
+	var out strings.Builder
+	log := slog.New(slog.NewTextHandler(lineLimit{&out, maxLogLine}, nil))
+	log.Info("port map", "bindings", strings.Repeat("x", 200<<10))
+	log.Info("short")
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want 2", len(lines))
+	}
+	if len(lines[0])+1 > maxLogLine || !strings.HasSuffix(lines[0], "…(truncated)") {
+		t.Errorf("long record became a line of %d bytes ending %q", len(lines[0]), lines[0][max(0, len(lines[0])-20):])
+	}
+	if !strings.Contains(lines[1], "msg=short") {
+		t.Errorf("next record %q", lines[1])
+	}
+	if maxLogLine >= 64<<10 {
+		t.Errorf("maxLogLine %d must stay under dockerd's 64 KiB scanner", maxLogLine)
+	}
+}

@@ -108,6 +108,20 @@ func scaleTable(version string) {
 	for _, n := range nets {
 		run("docker", "network", "rm", n)
 	}
+	// The same with Docker's bridge: how much of the growth is the engine's.
+	create, nets = nil, nil
+	for i := 0; i < *scaleCount; i++ {
+		name := fmt.Sprintf("bench-bnet-%d", i)
+		start := time.Now()
+		must("docker", "network", "create", "-d", "bridge", "--subnet", fmt.Sprintf("10.%d.%d.0/24", 210+i/250, i%250), name)
+		create = append(create, time.Since(start))
+		nets = append(nets, name)
+	}
+	first, last = medianFirstLast(create)
+	rows[len(rows)-1].bridge, rows[len(rows)-1].why = fmt.Sprintf("%s vs %s", ms(last), ms(first)), fmt.Sprintf("(%.2f)", ratio(last, first))
+	for _, n := range nets {
+		run("docker", "network", "rm", n)
+	}
 
 	fmt.Printf("\n%-52s %10s %10s %7s  %s\n", "measurement", "small", "big", "ratio", "Docker's bridge, big case")
 	for _, r := range rows {

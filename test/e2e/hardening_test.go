@@ -318,3 +318,25 @@ func TestBridgeMACStable(t *testing.T) {
 		t.Fatalf("re-created bridge has MAC %s, was %s", mac, first)
 	}
 }
+
+// With LOG_LEVEL=debug a 1000-port publication logs its port map. dockerd
+// reads a plugin's output with a 64 KiB line scanner and stops for good at
+// a longer line; the plugin then blocked on its next log write and every
+// engine call hung. Lines are bounded now: the plugin keeps answering.
+func TestDebugLogWithBigPortMapNeverHangs(t *testing.T) {
+	setLevel := func(level string) {
+		cmd("docker", "plugin", "disable", "-f", managedName)
+		cmd("docker", "plugin", "set", managedName, "LOG_LEVEL="+level)
+		docker(t, "plugin", "enable", managedName)
+	}
+	setLevel("debug")
+	t.Cleanup(func() { setLevel("info") })
+	n := network(t, "-d", pluginName)
+	for i := 0; i < 3; i++ {
+		c := container(t, []string{"--net", n, "-p", "40000-40999:40000-40999/udp"})
+		docker(t, "rm", "-f", c)
+	}
+	if !strings.Contains(must(t, repoRoot+"/scripts/plugin.sh", "logs"), "port map from the engine") {
+		t.Fatal("no debug line in the plugin's log: the test proves nothing")
+	}
+}
