@@ -434,7 +434,7 @@ func Table(results []Result) string {
 		for i, s := range r.Streams {
 			name := ""
 			if i == 0 {
-				name = r.Fault.Name
+				name = fmt.Sprintf("%s (took %s)", r.Fault.Name, r.Took.Round(100*time.Millisecond))
 			}
 			fmt.Fprintf(&b, "| %s | %s | %d | %d | %s |\n", name, s.Name, s.Sent, s.Failed, s.LongestGap.Round(10*time.Millisecond))
 		}
