@@ -226,7 +226,25 @@ func cleanup(nets ...string) {
 		run("docker", append([]string{"rm", "-f"}, ids...)...)
 	}
 	for _, n := range append(nets, "bench-net-tmp") {
-		run("docker", "network", "rm", n)
+		removeNetwork(n)
+	}
+}
+
+// removeNetwork removes a network the bench made, retrying for a while: the
+// engine may still be finishing the removal of many containers. A network
+// it cannot remove is reported, never left behind silently.
+func removeNetwork(name string) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out, err := run("docker", "network", "rm", name)
+		if err == nil || strings.Contains(out, "not found") {
+			return
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "bench: could not remove network %s: %v\n", name, err)
+			return
+		}
+		time.Sleep(time.Second)
 	}
 }
 

@@ -75,7 +75,7 @@ func scaleTable(version string) {
 	start = time.Now()
 	must("docker", "rm", "-f", "bench-ctr")
 	bridgeRm := time.Since(start)
-	run("docker", "network", "rm", bridgeNet)
+	removeNetwork(bridgeNet)
 	rows[len(rows)-2].bridge, rows[len(rows)-2].why = ms(bridgeRun), proxies+" docker-proxy processes"
 	rows[len(rows)-1].bridge = ms(bridgeRm)
 
@@ -106,7 +106,7 @@ func scaleTable(version string) {
 	first, last = medianFirstLast(create)
 	rows = append(rows, growth{name: fmt.Sprintf("docker network create: network %d vs 1", *scaleCount), small: ms(first), big: ms(last), ratio: ratio(last, first)})
 	for _, n := range nets {
-		run("docker", "network", "rm", n)
+		removeNetwork(n)
 	}
 	// The same with Docker's bridge: how much of the growth is the engine's.
 	create, nets = nil, nil
@@ -120,7 +120,7 @@ func scaleTable(version string) {
 	first, last = medianFirstLast(create)
 	rows[len(rows)-1].bridge, rows[len(rows)-1].why = fmt.Sprintf("%s vs %s", ms(last), ms(first)), fmt.Sprintf("(%.2f)", ratio(last, first))
 	for _, n := range nets {
-		run("docker", "network", "rm", n)
+		removeNetwork(n)
 	}
 
 	fmt.Printf("\n%-52s %10s %10s %7s  %s\n", "measurement", "small", "big", "ratio", "Docker's bridge, big case")
