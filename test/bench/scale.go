@@ -93,35 +93,12 @@ func scaleTable(version string) {
 	rows = append(rows, growth{name: fmt.Sprintf("docker run -d: container %d vs 1 on one network", *scaleCount), small: ms(first), big: ms(last), ratio: ratio(last, first)})
 	run("docker", append([]string{"rm", "-f"}, names...)...)
 
-	// 5. The first and the last of N networks.
-	var create []time.Duration
-	var nets []string
-	for i := 0; i < *scaleCount; i++ {
-		name := fmt.Sprintf("bench-net-%d", i)
-		start := time.Now()
-		must("docker", "network", "create", "-d", "ournet", "--subnet", fmt.Sprintf("10.%d.%d.0/24", 200+i/250, i%250), name)
-		create = append(create, time.Since(start))
-		nets = append(nets, name)
-	}
-	first, last = medianFirstLast(create)
-	rows = append(rows, growth{name: fmt.Sprintf("docker network create: network %d vs 1", *scaleCount), small: ms(first), big: ms(last), ratio: ratio(last, first)})
-	for _, n := range nets {
-		removeNetwork(n)
-	}
-	// The same with Docker's bridge: how much of the growth is the engine's.
-	create, nets = nil, nil
-	for i := 0; i < *scaleCount; i++ {
-		name := fmt.Sprintf("bench-bnet-%d", i)
-		start := time.Now()
-		must("docker", "network", "create", "-d", "bridge", "--subnet", fmt.Sprintf("10.%d.%d.0/24", 210+i/250, i%250), name)
-		create = append(create, time.Since(start))
-		nets = append(nets, name)
-	}
-	first, last = medianFirstLast(create)
-	rows[len(rows)-1].bridge, rows[len(rows)-1].why = fmt.Sprintf("%s vs %s", ms(last), ms(first)), fmt.Sprintf("(%.2f)", ratio(last, first))
-	for _, n := range nets {
-		removeNetwork(n)
-	}
+	// 5. The first and the last of N networks, and the same with Docker's
+	// bridge: how much of the growth is the engine's.
+	first, last = networkGrowth("ournet", 200)
+	bridgeFirst, bridgeLast := networkGrowth("bridge", 210)
+	rows = append(rows, growth{name: fmt.Sprintf("docker network create: network %d vs 1", *scaleCount), small: ms(first), big: ms(last), ratio: ratio(last, first),
+		bridge: fmt.Sprintf("%s vs %s", ms(bridgeLast), ms(bridgeFirst)), why: fmt.Sprintf("(%.2f)", ratio(bridgeLast, bridgeFirst))})
 
 	fmt.Printf("\n%-52s %10s %10s %7s  %s\n", "measurement", "small", "big", "ratio", "Docker's bridge, big case")
 	for _, r := range rows {
@@ -145,6 +122,25 @@ func scaleTable(version string) {
 	for i := 0; i < len(names); i += 100 {
 		run("docker", append([]string{"rm", "-f"}, names[i:min(i+100, len(names))]...)...)
 	}
+}
+
+// networkGrowth creates scaleCount networks of the driver (subnets
+// 10.<octet>.x.0/24 and up), removes them, and returns the medians of the
+// first and the last five creates.
+func networkGrowth(driver string, octet int) (first, last time.Duration) {
+	var create []time.Duration
+	var nets []string
+	for i := 0; i < *scaleCount; i++ {
+		name := fmt.Sprintf("bench-%s-net-%d", driver, i)
+		start := time.Now()
+		must("docker", "network", "create", "-d", driver, "--subnet", fmt.Sprintf("10.%d.%d.0/24", octet+i/250, i%250), name)
+		create = append(create, time.Since(start))
+		nets = append(nets, name)
+	}
+	for _, n := range nets {
+		removeNetwork(n)
+	}
+	return medianFirstLast(create)
 }
 
 func rmOnly(net string, extra ...string) time.Duration {
