@@ -40,20 +40,6 @@ func (t *SavedTable) HasChain(name string) bool {
 	return t != nil && slices.Contains(t.Chains, name)
 }
 
-// ChainRules returns the rules of one chain in order.
-func (t *SavedTable) ChainRules(chain string) []Rule {
-	if t == nil {
-		return nil
-	}
-	var rules []Rule
-	for _, r := range t.Rules {
-		if r.Chain == chain {
-			rules = append(rules, r.Rule)
-		}
-	}
-	return rules
-}
-
 // byChain returns every declared chain's rules in order (a chain without
 // rules maps to nil), in one pass.
 func (t *SavedTable) byChain() map[string][]Rule {

@@ -44,7 +44,7 @@ func TestParseSave(t *testing.T) {
 	if !filter.HasChain("DOCKER-USER") || !filter.HasChain("OURNET-FORWARD") || filter.HasChain("DOCKER-FORWARD") {
 		t.Errorf("chains: %v", filter.Chains)
 	}
-	forward := filter.ChainRules("FORWARD")
+	forward := filter.byChain()["FORWARD"]
 	want := []Rule{
 		{"-j", "DOCKER-USER"},
 		{"-j", "OURNET-FORWARD"},
@@ -54,14 +54,14 @@ func TestParseSave(t *testing.T) {
 	if !reflect.DeepEqual(forward, want) {
 		t.Errorf("FORWARD = %q, want %q", forward, want)
 	}
-	ours := filter.ChainRules("OURNET-FORWARD")
+	ours := filter.byChain()["OURNET-FORWARD"]
 	if len(ours) != 1 || ours[0][7] != "ournet 1a2b3c4d5e6f" {
 		t.Errorf("comment not unquoted: %q", ours)
 	}
 	if !holdsDocker(s) || !holdsOurs(s) {
 		t.Error("docker or ournet chains not seen")
 	}
-	if s.Table("mangle") != nil || s.Table("mangle").ChainRules("X") != nil {
+	if s.Table("mangle") != nil || s.Table("mangle").byChain()["X"] != nil {
 		t.Error("mangle table invented")
 	}
 }
@@ -126,7 +126,7 @@ func FuzzParseSave(f *testing.F) {
 		}
 		for _, tb := range s.Tables {
 			for _, j := range []Jump{{From: "FORWARD", Rule: Rule{"-j", ChainForward}, First: true}} {
-				planJump(tb.ChainRules(j.From), j) // must not panic
+				planJump(tb.byChain()[j.From], j) // must not panic
 			}
 		}
 	})
