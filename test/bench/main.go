@@ -171,12 +171,17 @@ func memory(net string) {
 	fmt.Printf("\nplugin resident memory: %s idle, %s with %d endpoints\n", idle, loaded, *endpoints)
 }
 
-func pluginRSS() string {
-	pid, err := run("pgrep", "-f", "^/usr/bin/ournet")
-	if err != nil {
-		return "unknown"
+// pluginPID is the plugin process's ID, or "" when it is not found.
+func pluginPID() string {
+	out, err := run("pgrep", "-f", "^/usr/bin/ournet")
+	if f := strings.Fields(out); err == nil && len(f) > 0 {
+		return f[0]
 	}
-	raw, err := os.ReadFile("/proc/" + strings.Fields(pid)[0] + "/status")
+	return ""
+}
+
+func pluginRSS() string {
+	raw, err := os.ReadFile("/proc/" + pluginPID() + "/status")
 	if err != nil {
 		return "unknown"
 	}

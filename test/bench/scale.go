@@ -173,11 +173,7 @@ func ratio(big, small time.Duration) float64 { return float64(big) / float64(sma
 
 // pluginFiles counts the plugin's open files (one per held host port).
 func pluginFiles() string {
-	pid, err := run("pgrep", "-f", "^/usr/bin/ournet")
-	if err != nil {
-		return "unknown"
-	}
-	entries, err := os.ReadDir("/proc/" + strings.Fields(pid)[0] + "/fd")
+	entries, err := os.ReadDir("/proc/" + pluginPID() + "/fd")
 	if err != nil {
 		return "unknown"
 	}
@@ -187,11 +183,10 @@ func pluginFiles() string {
 // pluginCPU samples the plugin's user+system CPU time over the window, in
 // percent of one core.
 func pluginCPU(window time.Duration) float64 {
-	pid, err := run("pgrep", "-f", "^/usr/bin/ournet")
-	if err != nil {
+	pid := pluginPID()
+	if pid == "" {
 		return -1
 	}
-	pid = strings.Fields(pid)[0]
 	ticks := func() float64 {
 		raw, err := os.ReadFile("/proc/" + pid + "/stat")
 		if err != nil {
