@@ -79,6 +79,9 @@ func realisticNetworks() []Network {
 		cases["ports"][0],
 		cases["ipv6"][0],
 		{ID: "c3d4e5f6a7b8c9d0", Bridge: "on-c3d4e5f6a7b8", Subnets: []netip.Prefix{pfx("10.99.0.0/24")}, ICC: false, Internal: true},
+		with(groupsNetwork(), func(n *Network) {
+			n.ID, n.Bridge, n.Subnets = "d4e5f6a7b8c9d0e1", "on-d4e5f6a7b8c9", []netip.Prefix{pfx("172.30.0.0/24"), pfx("fd00:30::/64")}
+		}),
 	}
 }
 
@@ -112,7 +115,7 @@ func countingBackend(t *testing.T, b Backend) (Backend, func() (calls []string, 
 	wrapper := filepath.Join(dir, "xtables-multi")
 	script := `#!/bin/sh
 echo "$1" >> ` + dir + `/calls
-case "$1" in *restore) n=$(wc -l < ` + dir + `/calls); tee ` + dir + `/input.$n | exec ` + b.Multi + ` "$@";; esac
+case "$1" in *restore) n=$(wc -l < ` + dir + `/calls); tee ` + dir + `/input.$n | ` + b.Multi + ` "$@"; exit $?;; esac
 exec ` + b.Multi + ` "$@"
 `
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {

@@ -10,6 +10,7 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +25,34 @@ type Network struct {
 	Masquerade bool
 	Internal   bool       // --internal: no traffic in or out except within the subnet
 	Endpoints  []Endpoint // only those publishing ports matter
+	Groups     []Group    // target groups whose frontend is attached
+}
+
+// Group is a target group's frontend on its network: every new TCP or UDP
+// connection to the frontend's addresses, or to the ports the frontend
+// publishes, goes to one of the backends. The group's selection chain is
+// rewritten alone when its backends change (health, membership), and each
+// member's DNAT chain alone when the frontend's ports change.
+type Group struct {
+	Frontend string       // the frontend's endpoint ID: names the group's chain
+	Name     string       // the group's name, for comments
+	VIPs     []netip.Addr // the frontend's addresses
+	// Source hashes the client address (xt_cluster, lb.Buckets buckets,
+	// Backend.Mask) instead of taking the backends in turn.
+	Source bool
+	Seed   uint32 // xt_cluster's hash seed (Source)
+	// Backends are the healthy members. Round robin: one weighted cycle in
+	// order, a member repeated once per turn it gets (statistic nth rules,
+	// one shared counter set, so every client mix is counted exactly).
+	// Source: each member once, with the buckets it serves.
+	Backends []Member
+}
+
+// Member is one member in a group's selection.
+type Member struct {
+	ID    string       // the member's endpoint ID: names its DNAT chain
+	Addrs []netip.Addr // the member's addresses; a family without one skips it
+	Mask  uint32       // Source: bit b set when hash bucket b goes to this member
 }
 
 // Endpoint is one container's attachment and the ports it publishes; each
@@ -74,6 +103,9 @@ const (
 	ChainPrerouting  = "OURNET-PREROUTING"
 	ChainOutput      = "OURNET-OUTPUT"
 	ChainPostrouting = "OURNET-POSTROUTING"
+	// ChainLB (nat, from PREROUTING and OUTPUT) sends new connections to a
+	// frontend's address into its group's chain.
+	ChainLB = "OURNET-LB"
 	// ChainRawPrerouting (table raw) drops loopback-addressed packets that
 	// come from outside before DNAT or routing can see them.
 	ChainRawPrerouting = "OURNET-RAW-PREROUTING"
@@ -85,6 +117,11 @@ const (
 	// Per endpoint with published ports (suffix: the endpoint ID's first 12 characters).
 	prefixDNAT  = "OURNET-DNAT-"  // nat: host port -> container
 	prefixAllow = "OURNET-ALLOW-" // filter: accept what the DNAT chain let in
+	// Per target group (suffix: the frontend's endpoint ID) and per member
+	// (suffix: the member's endpoint ID).
+	prefixLB       = "OURNET-LB-"  // nat: picks a member (statistic nth or cluster rules)
+	prefixLBMember = "OURNET-LBM-" // nat: DNAT to the member, same port or the frontend's port map
+	clusterBuckets = 32            // xt_cluster's maximum node count (lb.Buckets)
 
 	chainPrefix  = "OURNET-"
 	maxChainName = 28 // iptables' limit (XT_EXTENSION_MAXNAMELEN - 1)
@@ -173,14 +210,17 @@ func Render(family Family, networks []Network) Ruleset {
 	}
 	nat := Table{
 		Name:   "nat",
-		Chains: []Chain{{Name: ChainPrerouting}, {Name: ChainOutput}, {Name: ChainPostrouting}},
+		Chains: []Chain{{Name: ChainPrerouting}, {Name: ChainOutput}, {Name: ChainPostrouting}, {Name: ChainLB}},
 		Jumps: []Jump{
 			{From: "PREROUTING", Rule: Rule{"-m", "addrtype", "--dst-type", "LOCAL", "-j", ChainPrerouting}},
 			{From: "OUTPUT", Rule: Rule{"-m", "addrtype", "--dst-type", "LOCAL", "-j", ChainOutput}},
 			{From: "POSTROUTING", Rule: Rule{"-j", ChainPostrouting}},
+			// Frontend addresses are never local: no addrtype match.
+			{From: "PREROUTING", Rule: Rule{"-j", ChainLB}},
+			{From: "OUTPUT", Rule: Rule{"-j", ChainLB}},
 		},
 	}
-	var forward, dnat, postrouting []Rule // the top-level chains' rules
+	var forward, dnat, postrouting, lb []Rule // the top-level chains' rules
 	// Every ournet bridge's "into" chain ends with a DROP, so traffic between
 	// two ournet networks is dropped there and needs no rule of its own. The
 	// "into" jumps come before the "out of" ones: a packet from network a to
@@ -202,10 +242,17 @@ func Render(family Family, networks []Network) Ruleset {
 			nat.Chains = append(nat.Chains, Chain{Name: ep.chainDNAT, Rules: dnatRules(n, ep)})
 			filter.Chains = append(filter.Chains, Chain{Name: ep.chainAllow, Rules: allowRules(n, ep)})
 		}
+		for _, g := range n.groups {
+			lb = append(lb, lbRules(n, g)...)
+			nat.Chains = append(nat.Chains, Chain{Name: g.chain, Rules: selectRules(g)})
+			for _, b := range g.members {
+				nat.Chains = append(nat.Chains, Chain{Name: b.chain, Rules: memberRules(n, g, b)})
+			}
+		}
 	}
 	filter.Chains[0].Rules = forward
 	// Connections from the host itself go through the same DNAT chains.
-	nat.Chains[0].Rules, nat.Chains[1].Rules, nat.Chains[2].Rules = dnat, slices.Clone(dnat), postrouting
+	nat.Chains[0].Rules, nat.Chains[1].Rules, nat.Chains[2].Rules, nat.Chains[3].Rules = dnat, slices.Clone(dnat), postrouting, lb
 	// raw: the loopback guard, before conntrack and NAT see anything.
 	raw := Table{
 		Name:   "raw",
@@ -219,7 +266,8 @@ type familyNetwork struct {
 	Network
 	subnets                      []netip.Prefix // only those of the family, masked
 	endpoints                    []familyEndpoint
-	comment                      []string // "-m comment --comment ournet <id12>", or none
+	groups                       []familyGroup // those with a frontend address of the family
+	comment                      []string      // "-m comment --comment ournet <id12>", or none
 	chainIn, chainOut, chainSNAT string
 }
 
@@ -228,6 +276,25 @@ type familyEndpoint struct {
 	ID                    string
 	ranges                []portRange
 	chainDNAT, chainAllow string
+	group                 string // the chain of the group it fronts, or ""
+}
+
+// familyGroup is a group whose frontend has an address of the family.
+type familyGroup struct {
+	Group
+	vips    []netip.Addr
+	ranges  []portRange     // the frontend's published ports of the family
+	slots   []familyBackend // the selection: round robin turns, or one per member (source)
+	members []familyBackend // each backend once, by ID: one DNAT chain each
+	chain   string
+	comment []string
+}
+
+type familyBackend struct {
+	ID    string
+	addr  netip.Addr
+	mask  uint32
+	chain string
 }
 
 func familyNetworks(family Family, networks []Network) []familyNetwork {
@@ -261,11 +328,53 @@ func familyNetworks(family Family, networks []Network) []familyNetwork {
 					chainDNAT: prefixDNAT + short, chainAllow: prefixAllow + short})
 			}
 			slices.SortFunc(fn.endpoints, func(a, b familyEndpoint) int { return cmp.Compare(a.ID, b.ID) })
+			fn.groups = familyGroups(family, n, fn.endpoints)
 		}
 		nets = append(nets, fn)
 	}
 	slices.SortStableFunc(nets, func(a, b familyNetwork) int { return cmp.Compare(a.Bridge, b.Bridge) })
 	return nets
+}
+
+// familyGroups keeps the groups with a frontend address of the family, and
+// marks the frontends' published ports as going to their group's chain.
+func familyGroups(family Family, n Network, endpoints []familyEndpoint) []familyGroup {
+	var groups []familyGroup
+	for _, g := range n.Groups {
+		fg := familyGroup{Group: g, chain: prefixLB + shortID(g.Frontend)}
+		for _, a := range g.VIPs {
+			if family.has(a) {
+				fg.vips = append(fg.vips, a.Unmap())
+			}
+		}
+		if len(fg.vips) == 0 {
+			continue
+		}
+		fg.comment = []string{"-m", "comment", "--comment", "ournet " + shortID(n.ID) + " group " + g.Name}
+		for i := range endpoints {
+			if endpoints[i].ID == g.Frontend {
+				endpoints[i].group = fg.chain
+				fg.ranges = endpoints[i].ranges
+			}
+		}
+		seen := map[string]bool{}
+		for _, b := range g.Backends {
+			i := slices.IndexFunc(b.Addrs, family.has)
+			if i < 0 {
+				continue
+			}
+			fb := familyBackend{ID: b.ID, addr: b.Addrs[i].Unmap(), mask: b.Mask, chain: prefixLBMember + shortID(b.ID)}
+			fg.slots = append(fg.slots, fb)
+			if !seen[b.ID] {
+				seen[b.ID] = true
+				fg.members = append(fg.members, fb)
+			}
+		}
+		slices.SortFunc(fg.members, func(a, b familyBackend) int { return cmp.Compare(a.ID, b.ID) })
+		groups = append(groups, fg)
+	}
+	slices.SortFunc(groups, func(a, b familyGroup) int { return cmp.Compare(a.Frontend, b.Frontend) })
+	return groups
 }
 
 // portRange is a run of published ports forwarded one-to-one: host port
@@ -346,7 +455,17 @@ func inRules(n familyNetwork) []Rule {
 	if n.ICC {
 		verdict = "ACCEPT"
 	}
-	rules := []Rule{rule(args("-i", n.Bridge), n.comment, args("-j", verdict))}
+	var rules []Rule
+	// A frontend's own process never sees a new connection: what its group
+	// did not send to a member (none healthy) is refused, not blackholed.
+	for _, g := range n.groups {
+		for _, vip := range g.vips {
+			rules = append(rules,
+				rule(args("-d", hostPrefix(vip), "-p", "tcp", "-m", "conntrack", "--ctstate", "NEW"), g.comment, args("-j", "REJECT", "--reject-with", "tcp-reset")),
+				rule(args("-d", hostPrefix(vip), "-p", "udp", "-m", "conntrack", "--ctstate", "NEW"), g.comment, args("-j", "REJECT", "--reject-with", unreachable(vip))))
+		}
+	}
+	rules = append(rules, rule(args("-i", n.Bridge), n.comment, args("-j", verdict)))
 	if !n.Internal {
 		rules = append(rules, rule(args("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"), n.comment, args("-j", "ACCEPT")))
 		for _, ep := range n.endpoints {
@@ -370,15 +489,46 @@ func outRules(n familyNetwork) []Rule {
 }
 
 func portMatch(proto string, first, last uint16) []string {
-	dport := strconv.Itoa(int(first))
+	return args("-p", proto, "-m", proto, "--dport", portSpan(first, last))
+}
+
+func portSpan(first, last uint16) string {
+	span := strconv.Itoa(int(first))
 	if last != first {
-		dport += ":" + strconv.Itoa(int(last))
+		span += ":" + strconv.Itoa(int(last))
 	}
-	return args("-p", proto, "-m", proto, "--dport", dport)
+	return span
+}
+
+func unreachable(a netip.Addr) string {
+	if a.Is6() {
+		return "icmp6-port-unreachable"
+	}
+	return "icmp-port-unreachable"
 }
 
 func allowRules(n familyNetwork, ep familyEndpoint) []Rule {
 	var rules []Rule
+	if ep.group != "" {
+		// A frontend's ports reach its members, whose addresses the chain
+		// does not know: match the port the connection was sent to instead,
+		// on a host address. The frontend's own address stays closed to
+		// other networks and the outside, as every container's is.
+		for _, r := range ep.ranges {
+			var notVIPs []string
+			for _, g := range n.groups {
+				if g.chain == ep.group {
+					for _, vip := range g.vips {
+						notVIPs = append(notVIPs, "!", "--ctorigdst", vip.String())
+					}
+				}
+			}
+			rules = append(rules, rule(args("-o", n.Bridge),
+				portMatch(r.Proto, r.ContainerFirst, r.ContainerFirst+(r.Last-r.First)),
+				args("-m", "conntrack", "--ctstate", "DNAT"), notVIPs, args("--ctorigdstport", portSpan(r.First, r.Last)), n.comment, args("-j", "ACCEPT")))
+		}
+		return rules
+	}
 	for _, r := range ep.ranges {
 		rules = append(rules, rule(args("-d", hostPrefix(r.ContainerIP), "-o", n.Bridge),
 			portMatch(r.Proto, r.ContainerFirst, r.ContainerFirst+(r.Last-r.First)),
@@ -398,7 +548,84 @@ func dnatRules(n familyNetwork, ep familyEndpoint) []Rule {
 		if r.single() {
 			to = netip.AddrPortFrom(r.ContainerIP, r.ContainerFirst).String() // [v6]:port for IPv6
 		}
+		if ep.group != "" {
+			// The member chains translate; the group's chain picks one.
+			rules = append(rules, rule(dst, portMatch(r.Proto, r.First, r.Last), n.comment, args("-j", ep.group)))
+			continue
+		}
 		rules = append(rules, rule(dst, portMatch(r.Proto, r.First, r.Last), n.comment, args("-j", "DNAT", "--to-destination", to)))
+	}
+	return rules
+}
+
+// lbRules send new TCP and UDP connections to a frontend's address into
+// its group's chain (OURNET-LB, before routing and for the host's own):
+// from the frontend's network and from the host only, the ones allowed to
+// reach its address, so blocked tries never take a member's turn.
+func lbRules(n familyNetwork, g familyGroup) []Rule {
+	var rules []Rule
+	for _, fromHost := range []bool{false, true} {
+		for _, vip := range g.vips {
+			for _, proto := range []string{"tcp", "udp"} {
+				if fromHost {
+					rules = append(rules, rule(args("-d", hostPrefix(vip), "-p", proto, "-m", "addrtype", "--src-type", "LOCAL"), g.comment, args("-j", g.chain)))
+				} else {
+					rules = append(rules, rule(args("-d", hostPrefix(vip), "-i", n.Bridge, "-p", proto), g.comment, args("-j", g.chain)))
+				}
+			}
+		}
+	}
+	return rules
+}
+
+// selectRules pick a member. Round robin: a cascade of statistic nth rules,
+// rule i taking every (S-i)th connection that reaches it, so the S slots
+// are served strictly in order and every client mix is counted on one set
+// of counters. Source: xt_cluster hashes the client address into
+// clusterBuckets buckets; each member serves the buckets in its mask.
+// No backend: no rule, and the network's IN chain refuses the connection.
+func selectRules(g familyGroup) []Rule {
+	var rules []Rule
+	if g.Source {
+		// One rule per bucket: iptables-restore refuses node masks above 32.
+		seed := fmt.Sprintf("0x%08x", g.Seed)
+		for bucket := range clusterBuckets {
+			i := slices.IndexFunc(g.slots, func(b familyBackend) bool { return b.mask&(1<<bucket) != 0 })
+			if i < 0 {
+				continue
+			}
+			rules = append(rules, rule(args("-m", "cluster", "--cluster-local-node", strconv.Itoa(bucket+1),
+				"--cluster-total-nodes", strconv.Itoa(clusterBuckets), "--cluster-hash-seed", seed), g.comment, args("-j", g.slots[i].chain)))
+		}
+		return rules
+	}
+	for i, b := range g.slots {
+		if left := len(g.slots) - i; left > 1 {
+			rules = append(rules, rule(args("-m", "statistic", "--mode", "nth", "--every", strconv.Itoa(left), "--packet", "0"), g.comment, args("-j", b.chain)))
+			continue
+		}
+		rules = append(rules, rule(g.comment, args("-j", b.chain)))
+	}
+	return rules
+}
+
+// memberRules DNAT to one member: the frontend's address keeps its port,
+// the frontend's published ports map as the frontend publishes them.
+func memberRules(n familyNetwork, g familyGroup, b familyBackend) []Rule {
+	var rules []Rule
+	for _, vip := range g.vips {
+		rules = append(rules, rule(args("-d", hostPrefix(vip)), g.comment, args("-j", "DNAT", "--to-destination", b.addr.String())))
+	}
+	for _, r := range g.ranges {
+		var dst []string
+		if r.HostIP.IsValid() {
+			dst = args("-d", hostPrefix(r.HostIP))
+		}
+		to := b.addr.String()
+		if r.single() {
+			to = netip.AddrPortFrom(b.addr, r.ContainerFirst).String()
+		}
+		rules = append(rules, rule(dst, portMatch(r.Proto, r.First, r.Last), g.comment, args("-j", "DNAT", "--to-destination", to)))
 	}
 	return rules
 }
@@ -412,6 +639,13 @@ func postroutingRules(family Family, n familyNetwork) []Rule {
 	}
 	if len(n.endpoints) == 0 {
 		return rules
+	}
+	// A frontend's own network reaches its members through the bridge:
+	// they see the client's address (br_netfilter translates the replies).
+	for _, g := range n.groups {
+		for _, vip := range g.vips {
+			rules = append(rules, rule(args("-m", "conntrack", "--ctstate", "DNAT", "--ctorigdst", vip.String()), g.comment, args("-j", "RETURN")))
+		}
 	}
 	// Hairpin: a container reaching a published port of its own network
 	// must see the reply come back through the host, not directly.
@@ -468,6 +702,11 @@ func Validate(networks []Network) error {
 		if err := claim(prefixIn+shortID(n.ID), "network "+n.ID); err != nil {
 			return err
 		}
+		for _, g := range n.Groups {
+			if err := validateGroup(n, g, claim); err != nil {
+				return err
+			}
+		}
 		for _, ep := range n.Endpoints {
 			if len(ep.Ports) == 0 {
 				continue
@@ -488,6 +727,37 @@ func Validate(networks []Network) error {
 					return fmt.Errorf("network %s: published port %d/%s has no container IP", n.ID, p.HostPort, p.Proto)
 				}
 			}
+		}
+	}
+	return nil
+}
+
+var groupNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+func validateGroup(n Network, g Group, claim func(chain, owner string) error) error {
+	owner := fmt.Sprintf("network %s: group %q", n.ID, g.Name)
+	switch {
+	case !groupNameRE.MatchString(g.Name):
+		return fmt.Errorf("%s: name must be 1 to 63 of a-z, 0-9, '_', '.', '-'", owner)
+	case shortID(g.Frontend) == "":
+		return fmt.Errorf("%s: frontend endpoint %q: ID must contain letters or digits (it names the group's iptables chain)", owner, g.Frontend)
+	case len(g.VIPs) == 0:
+		return fmt.Errorf("%s: the frontend has no address", owner)
+	}
+	if err := claim(prefixLB+shortID(g.Frontend), owner+" frontend "+g.Frontend); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, m := range g.Backends {
+		if shortID(m.ID) == "" {
+			return fmt.Errorf("%s: member %q: ID must contain letters or digits (it names the member's iptables chain)", owner, m.ID)
+		}
+		if seen[m.ID] {
+			continue // round robin repeats a member once per turn
+		}
+		seen[m.ID] = true
+		if err := claim(prefixLBMember+shortID(m.ID), owner+" member "+m.ID); err != nil {
+			return err
 		}
 	}
 	return nil

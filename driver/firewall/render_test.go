@@ -53,6 +53,46 @@ func shifted(proto string, first, last, cfirst uint16, ip string) []PublishedPor
 	return out
 }
 
+const (
+	epFront  = "fe01fe01fe01aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	epFront2 = "fe02fe02fe02bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	epFront3 = "fe03fe03fe03cccccccccccccccccccccccccccccccccccccccccccccccccccc"
+	epM1     = "a101a101a101aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	epM2     = "a202a202a202aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	epM3     = "a303a303a303aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	epS1     = "b101b101b101aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	epS2     = "b202b202b202aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+)
+
+// groupsNetwork is a dual-stack network with three target groups: "web"
+// (round robin 60/20/20 as the cycle 1,1,2,1,3; its frontend publishes
+// 8080:80 and an equal UDP range), "dns" (source hashing, two members) and
+// "idle" (no healthy member).
+func groupsNetwork() Network {
+	m := func(id string, ips ...string) Member {
+		var as []netip.Addr
+		for _, ip := range ips {
+			as = append(as, addr(ip))
+		}
+		return Member{ID: id, Addrs: as}
+	}
+	m1, m2, m3 := m(epM1, "172.30.0.11", "fd00:30::11"), m(epM2, "172.30.0.12", "fd00:30::12"), m(epM3, "172.30.0.13")
+	s1, s2 := m(epS1, "172.30.0.21"), m(epS2, "172.30.0.22")
+	s1.Mask, s2.Mask = 0x0f0f0f0f, 0xf0f0f0f0
+	return Network{ID: idA, Bridge: "on-1a2b3c4d5e6f", Subnets: []netip.Prefix{pfx("172.30.0.0/24"), pfx("fd00:30::/64")}, ICC: true, Masquerade: true,
+		Endpoints: []Endpoint{{ID: epFront, Ports: slices.Concat(
+			[]PublishedPort{{Proto: "tcp", HostPort: 8080, ContainerIP: addr("172.30.0.10"), ContainerPort: 80}},
+			[]PublishedPort{{Proto: "tcp", HostPort: 8080, ContainerIP: addr("fd00:30::10"), ContainerPort: 80}},
+			portRun("udp", 9000, 9001, "172.30.0.10"),
+		)}},
+		Groups: []Group{
+			{Frontend: epFront, Name: "web", VIPs: []netip.Addr{addr("172.30.0.10"), addr("fd00:30::10")}, Backends: []Member{m1, m1, m2, m1, m3}},
+			{Frontend: epFront2, Name: "dns", VIPs: []netip.Addr{addr("172.30.0.20")}, Source: true, Seed: 0xdeadbeef, Backends: []Member{s1, s2}},
+			{Frontend: epFront3, Name: "idle", VIPs: []netip.Addr{addr("172.30.0.30")}},
+		},
+	}
+}
+
 // goldenCases are the combinations of options whose exact rules are pinned.
 func goldenCases() map[string][]Network {
 	web := PublishedPort{Proto: "tcp", HostPort: 8080, ContainerIP: addr("172.30.0.2"), ContainerPort: 80}
@@ -101,6 +141,7 @@ func goldenCases() map[string][]Network {
 			with(defaultNetwork(), func(n *Network) { n.Endpoints = []Endpoint{{ID: epWeb, Ports: []PublishedPort{web}}} }),
 			{ID: idB, Bridge: "on-b2a1c3d4e5f6", Subnets: []netip.Prefix{pfx("172.31.0.0/16")}, ICC: false, Masquerade: true},
 		},
+		"groups": {groupsNetwork()},
 		"ipv6": {{
 			ID: idB, Bridge: "on-b2a1c3d4e5f6", ICC: true, Masquerade: true,
 			Subnets: []netip.Prefix{pfx("172.31.0.0/16"), pfx("fd00:dead:beef::/64")},
@@ -187,6 +228,13 @@ func TestValidate(t *testing.T) {
 			p := []PublishedPort{{Proto: "tcp", HostPort: 1, ContainerIP: addr("172.30.0.2"), ContainerPort: 1}}
 			n.Endpoints = []Endpoint{{ID: epWeb, Ports: p}, {ID: epWeb[:12] + "ff", Ports: p}}
 		}),
+		"group name uppercase": with(groupsNetwork(), func(n *Network) { n.Groups[0].Name = "Web" }),
+		"group name with space": with(groupsNetwork(), func(n *Network) { n.Groups[0].Name = "w b" }),
+		"group without frontend ID": with(groupsNetwork(), func(n *Network) { n.Groups[0].Frontend = "" }),
+		"group without address": with(groupsNetwork(), func(n *Network) { n.Groups[0].VIPs = nil }),
+		"two groups, one frontend": with(groupsNetwork(), func(n *Network) { n.Groups[1].Frontend = n.Groups[0].Frontend }),
+		"member in two groups": with(groupsNetwork(), func(n *Network) { n.Groups[1].Backends = n.Groups[0].Backends[:1] }),
+		"member without ID": with(groupsNetwork(), func(n *Network) { n.Groups[0].Backends = []Member{{ID: "!!"}} }),
 	} {
 		if err := Validate([]Network{n}); err == nil {
 			t.Errorf("%s: Validate accepted it", name)

@@ -2,7 +2,9 @@ package firewall
 
 import (
 	"fmt"
+	"math/bits"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -102,7 +104,7 @@ func ParseSave(text string) (Saved, error) {
 			if len(fields) < 2 {
 				return bad("rule without a chain")
 			}
-			cur.Rules = append(cur.Rules, SavedRule{Chain: fields[1], Rule: Rule(fields[2:])})
+			cur.Rules = append(cur.Rules, SavedRule{Chain: fields[1], Rule: savedForm(fields[2:])})
 		default:
 			return bad("not a table, chain, rule or COMMIT")
 		}
@@ -111,6 +113,23 @@ func ParseSave(text string) (Saved, error) {
 		return Saved{}, fmt.Errorf("iptables-save output ends inside table %s (no COMMIT)", cur.Name)
 	}
 	return s, nil
+}
+
+// savedForm undoes the one known case where iptables-save prints a rule in
+// a form iptables-restore refuses: xt_cluster's node mask, which restore
+// caps at 32 (the node count's maximum), is printed as the mask
+// ("--cluster-local-nodemask 0x00000040"). Ours have one node each and are
+// written as "--cluster-local-node 7": read the mask back as that node.
+func savedForm(rule []string) Rule {
+	for i := 0; i+1 < len(rule); i++ {
+		if rule[i] != "--cluster-local-nodemask" {
+			continue
+		}
+		if mask, err := strconv.ParseUint(strings.TrimPrefix(rule[i+1], "0x"), 16, 32); err == nil && bits.OnesCount64(mask) == 1 {
+			rule[i], rule[i+1] = "--cluster-local-node", strconv.Itoa(bits.TrailingZeros64(mask)+1)
+		}
+	}
+	return Rule(rule)
 }
 
 // splitArgs splits a rule line the way iptables-restore does: whitespace
