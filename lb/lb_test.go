@@ -401,6 +401,10 @@ func TestMasks(t *testing.T) {
 			t.Fatalf("not deterministic: %032b then %032b", first, again)
 		}
 	}
+	// Pinned: a new hash would move clients of every source frontend on upgrade.
+	if want := []uint32{0xe2ce10f5, 0xc118908, 0x11206602}; !slices.Equal(first, want) {
+		t.Fatalf("Masks(frontend-a, 60/20/20) = %#x, want %#x", first, want)
+	}
 	if other := Masks("frontend-b", cs); slices.Equal(other, first) {
 		t.Fatalf("seed has no effect: %032b", other)
 	}
@@ -409,6 +413,10 @@ func TestMasks(t *testing.T) {
 	slices.Reverse(reversed)
 	if got, want := owners(t, reversed, Masks("frontend-a", reversed)), owners(t, cs, first); got != want {
 		t.Fatalf("candidate order changed owners:\n%v\n%v", got, want)
+	}
+	// Exact ties of different keys go to the smaller key, whatever the order.
+	if got := Masks("s", []Candidate{{"b", 0}, {"a", 0}}); !slices.Equal(got, []uint32{0, math.MaxUint32}) {
+		t.Fatalf("tied scores: %032b, want every bucket to key a", got)
 	}
 	// Exact ties (same key and weight) go to the earlier candidate, never to both.
 	dup := []Candidate{{"same", 1}, {"same", 1}}
