@@ -194,8 +194,9 @@ func wantPeriodic(t testing.TB, what string, order []string, period int) {
 	}
 }
 
-// wantWindows fails unless every window of size consecutive answers holds
-// exactly want (interleaved weights, not 3 in a row then 1 then 1).
+// wantWindows fails unless every window of size consecutive answers (from
+// any start) holds exactly want: weights interleaved within one cycle, not
+// a longer cycle such as 6 to one member, then 2, then 2.
 func wantWindows(t testing.TB, what string, order []string, size int, want map[string]int) {
 	t.Helper()
 	for start := 0; start+size <= len(order); start++ {
@@ -594,6 +595,12 @@ func TestLBSurvivesPluginRestart(t *testing.T) {
 	g.frontend(t, nil)
 	wantExact(t, "before the restart", countFrom(t, g.client, "http://tg-net:80/", 300), each(g.members, 100))
 	restartPlugin(t)
+	eventually(t, 20*time.Second, "the group answers after the restart", func() error {
+		if got := countFrom(t, g.client, "http://tg-net:80/", 3); got.Failed != 0 || len(got.Counts) != 3 {
+			return fmt.Errorf("%v", got)
+		}
+		return nil
+	})
 	// Counters may restart; every 300 consecutive connections are still exact.
 	got := countFrom(t, g.client, "http://tg-net:80/", 300)
 	wantExact(t, "after plugin disable/enable", got, each(g.members, 100))
