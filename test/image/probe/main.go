@@ -295,7 +295,10 @@ func udpSend(args []string) error {
 	if *sport < 0 || *sport > 65535 {
 		return usageError{fmt.Sprintf("-sport %d: must be from 0 to 65535", *sport)}
 	}
-	dialer := net.Dialer{LocalAddr: &net.UDPAddr{Port: *sport}}
+	var dialer net.Dialer
+	if *sport != 0 {
+		dialer.LocalAddr = &net.UDPAddr{Port: *sport}
+	}
 	conn, err := dialer.Dial("udp", pos[0])
 	if err != nil {
 		return err
