@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -231,13 +232,29 @@ func TestHTTPServeDrainOnSIGTERM(t *testing.T) {
 	}
 }
 
+// builtProbe is the probe built once for the tests that run it as a process.
+var builtProbe struct {
+	once      sync.Once
+	bin, fail string
+}
+
 func buildProbe(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "probe")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	builtProbe.once.Do(func() {
+		dir, err := os.MkdirTemp("", "probe-test-")
+		if err != nil {
+			builtProbe.fail = err.Error()
+			return
+		}
+		builtProbe.bin = filepath.Join(dir, "probe")
+		if out, err := exec.Command("go", "build", "-o", builtProbe.bin, ".").CombinedOutput(); err != nil {
+			builtProbe.fail = fmt.Sprintf("go build: %v\n%s", err, out)
+		}
+	})
+	if builtProbe.fail != "" {
+		t.Fatal(builtProbe.fail)
 	}
-	return bin
+	return builtProbe.bin
 }
 
 func freeTCPAddr(t *testing.T) string {
@@ -270,4 +287,12 @@ func waitDial(t *testing.T, addr string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("%s never accepted", addr)
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtProbe.bin != "" {
+		os.RemoveAll(filepath.Dir(builtProbe.bin))
+	}
+	os.Exit(code)
 }
