@@ -4,12 +4,17 @@
 //	probe serve-tcp :5001                       TCP sink: reads and discards, or echoes with -echo
 //	probe throughput HOST:PORT -seconds 3       writes for N seconds, prints "<MB/s> MB/s"
 //	probe http-serve :80 -text NAME             answers every request with NAME\n
+//	      [-check :81 -drain 3s]                -check: a health-check port (accepts, closes); on SIGTERM
+//	                                            it closes at once, :80 serves -drain longer, then exit 0
 //	probe get http://IP:PORT/ -timeout 3s       prints the response body
-//	probe udp-echo :PORT                        sends every datagram back to its sender
-//	probe udp-send IP:PORT MSG -timeout 3s      sends MSG, prints the reply
+//	probe udp-echo :PORT [-text NAME]           sends every datagram (or NAME) back to its sender
+//	probe udp-send IP:PORT MSG -timeout 3s      sends MSG, prints the reply; -sport N: from source port N
 //	probe tcp-connect IP:PORT -timeout 3s       prints "connected" if a TCP connection opens
 //	probe stream http://HOST:PORT/ -duration 15s one request every -interval for a bounded time; prints
 //	                                            sent, failed and the longest gap as JSON (stream.go)
+//	probe count http://HOST:PORT/ -n 300        N requests, a new connection (UDP: socket) each, prints
+//	      [-parallel 1 -timeout 2s]             {"counts":{BODY:n},"failed":f,"order":[BODY…]} (count.go)
+//	probe count udp://HOST:PORT -n 300          sends "x", counts the replies
 //	probe raw-syn -iface IFACE -dst-mac MAC -src SRCIP -dst DSTIP:PORT [-count N]
 //	                                            sends N (3) hand-made TCP SYN frames via AF_PACKET, prints "sent N"
 //
@@ -24,6 +29,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 )
 
@@ -40,6 +47,7 @@ func main() {
 		"udp-send":    udpSend,
 		"tcp-connect": tcpConnect,
 		"stream":      stream,
+		"count":       count,
 		"raw-syn":     rawSYN,
 	}
 	run, ok := commands[os.Args[1]]
@@ -57,7 +65,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: probe serve-tcp|throughput|http-serve|get|udp-echo|udp-send|tcp-connect|stream|raw-syn ARGS (see source)")
+	fmt.Fprintln(os.Stderr, "usage: probe serve-tcp|throughput|http-serve|get|udp-echo|udp-send|tcp-connect|stream|count|raw-syn ARGS (see source)")
 	os.Exit(2)
 }
 
@@ -154,23 +162,78 @@ func throughput(args []string) error {
 func httpServe(args []string) error {
 	fs := flag.NewFlagSet("http-serve", flag.ContinueOnError)
 	text := fs.String("text", "", "body of every answer (default: the hostname)")
+	check := fs.String("check", "", "also listen on this address for health checks (accepts and closes)")
+	drain := fs.Duration("drain", 0, "on SIGTERM close the -check listener at once, keep serving this long, then exit")
 	pos, err := parse(fs, args, 1)
 	if err != nil {
 		return err
+	}
+	if *drain < 0 || *drain > 10*time.Minute {
+		return usageError{fmt.Sprintf("-drain %v: must be from 0 to 10m", *drain)}
 	}
 	body := *text
 	if body == "" {
 		body, _ = os.Hostname()
 	}
+	listener, err := net.Listen("tcp", pos[0])
+	if err != nil {
+		return err
+	}
+	var checkListener net.Listener
+	if *check != "" {
+		if checkListener, err = net.Listen("tcp", *check); err != nil {
+			listener.Close()
+			return err
+		}
+	}
+	// The container's PID 1 gets no default SIGTERM action: without a handler docker stop waits for SIGKILL.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	return serveHTTPDraining(listener, checkListener, body, *drain, stop)
+}
+
+// serveHTTPDraining answers every request on listener with body and accepts (then closes) connections on
+// check, until stop fires: then check closes at once, so health checks fail and the balancer sends
+// no new connection, while listener keeps serving for drain (what is in flight or still routed here
+// finishes), then everything closes and it returns nil.
+func serveHTTPDraining(listener, check net.Listener, body string, drain time.Duration, stop <-chan os.Signal) error {
 	server := &http.Server{
-		Addr:              pos[0],
 		ReadHeaderTimeout: 5 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")
 			fmt.Fprintln(w, body)
 		}),
 	}
-	return server.ListenAndServe()
+	if check != nil {
+		go func() {
+			for {
+				conn, err := check.Accept()
+				if err != nil {
+					return
+				}
+				conn.Close()
+			}
+		}()
+	}
+	served := make(chan error, 1)
+	go func() { served <- server.Serve(listener) }()
+	select {
+	case err := <-served:
+		if check != nil {
+			check.Close()
+		}
+		return err
+	case <-stop:
+	}
+	if check != nil {
+		check.Close()
+	}
+	if drain > 0 {
+		time.Sleep(drain)
+	}
+	server.Close()
+	<-served
+	return nil
 }
 
 func get(args []string) error {
@@ -197,6 +260,7 @@ func get(args []string) error {
 
 func udpEcho(args []string) error {
 	fs := flag.NewFlagSet("udp-echo", flag.ContinueOnError)
+	text := fs.String("text", "", "reply this text instead of the datagram (tells members apart)")
 	pos, err := parse(fs, args, 1)
 	if err != nil {
 		return err
@@ -212,6 +276,10 @@ func udpEcho(args []string) error {
 		if err != nil {
 			return err
 		}
+		if *text != "" {
+			conn.WriteTo([]byte(*text), from)
+			continue
+		}
 		conn.WriteTo(buf[:n], from)
 	}
 }
@@ -219,11 +287,19 @@ func udpEcho(args []string) error {
 func udpSend(args []string) error {
 	fs := flag.NewFlagSet("udp-send", flag.ContinueOnError)
 	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for the reply")
+	sport := fs.Int("sport", 0, "send from this source port (the same flow every run; 0: any)")
 	pos, err := parse(fs, args, 2)
 	if err != nil {
 		return err
 	}
-	conn, err := net.Dial("udp", pos[0])
+	if *sport < 0 || *sport > 65535 {
+		return usageError{fmt.Sprintf("-sport %d: must be from 0 to 65535", *sport)}
+	}
+	var dialer net.Dialer
+	if *sport != 0 {
+		dialer.LocalAddr = &net.UDPAddr{Port: *sport}
+	}
+	conn, err := dialer.Dial("udp", pos[0])
 	if err != nil {
 		return err
 	}
