@@ -20,6 +20,7 @@ import (
 	"github.com/ournet/ournet/driver/firewall"
 	"github.com/ournet/ournet/driver/hostports"
 	"github.com/ournet/ournet/driver/ports"
+	"github.com/ournet/ournet/lb"
 	"github.com/ournet/ournet/store"
 )
 
@@ -64,6 +65,7 @@ type Endpoint struct {
 	Joined     bool         `json:"joined,omitempty"`
 	SandboxKey string       `json:"sandbox_key,omitempty"`
 	Ports      PortList     `json:"ports,omitempty"`
+	LB         *lb.Spec     `json:"lb,omitempty"` // target group: member or frontend
 }
 
 // state is what survives restarts ($STATE_DIR/networks.json).
@@ -73,8 +75,9 @@ type state struct {
 }
 
 // StateVersion is the format of networks.json this build writes: 2 stores
-// runs of published ports as one entry (PortList); 1 still reads.
-const StateVersion = 2
+// runs of published ports as one entry (PortList); 3 adds target groups
+// (Endpoint.LB), which an older ournet would silently drop. 1 and 2 still read.
+const StateVersion = 3
 
 // Driver implements network.Driver.
 type Driver struct {
@@ -106,6 +109,14 @@ type Driver struct {
 	// file and the host are left as they are and every change is refused
 	// with this error. Set in New only.
 	readOnly error
+
+	checker Checker     // health checks of group members; nil: none run
+	flows   FlowCleaner // nil: UDP flows are left to time out
+	// startUp: members joined when the state was loaded, whose checks start
+	// as passing (they served before the restart). Emptied by syncChecks.
+	startUp map[string]bool
+	// servingAddrs: member addresses in the last applied groups.
+	servingAddrs map[netip.Addr]bool
 }
 
 // DefaultLockWait bounds how long a call waits for another change to finish,
@@ -122,6 +133,10 @@ type Config struct {
 	Reserver  Reserver // nil: published ports are not held
 	StateFile string
 	LockWait  time.Duration // 0: DefaultLockWait
+	// Checker makes the health checker, given what to call when a member's
+	// checks flip; nil: no health checks (members with a check never serve).
+	Checker func(changed func()) Checker
+	Flows   FlowCleaner // nil: UDP flows of removed members time out on their own
 }
 
 // New loads the persisted state. A corrupt file is moved aside and reported;
@@ -161,7 +176,25 @@ func New(c Config) (*Driver, error) {
 	if d.st.Endpoints == nil {
 		d.st.Endpoints = map[string]*Endpoint{}
 	}
+	d.flows = c.Flows
+	d.startUp = map[string]bool{}
+	for id, ep := range d.st.Endpoints {
+		if ep.Joined && ep.LB != nil && ep.LB.Member != nil {
+			d.startUp[id] = true
+		}
+	}
+	if c.Checker != nil {
+		d.checker = c.Checker(d.healthChanged)
+		d.syncChecks()
+	}
 	return d, nil
+}
+
+// Close stops the health checks.
+func (d *Driver) Close() {
+	if d.checker != nil {
+		d.checker.Close()
+	}
 }
 
 // lock waits at most lockWait for the driver; doing names the caller's
@@ -230,9 +263,11 @@ func (d *Driver) saveOrRetry() {
 // for a host process while a DNAT may still shadow it, and never held for
 // a DNAT that no longer exists after the next success.
 func (d *Driver) applyFirewall(ctx context.Context) error {
-	if err := d.fw.Apply(ctx, firewallPlan(d.st.Networks, d.st.Endpoints)); err != nil {
+	plan := firewallPlan(d.st.Networks, d.st.Endpoints, d.serving)
+	if err := d.fw.Apply(ctx, plan); err != nil {
 		return err
 	}
+	d.forgetFlows(plan)
 	for id := range d.holdsToSync {
 		var keep []hostports.Port
 		if ep, ok := d.st.Endpoints[id]; ok {
@@ -427,7 +462,10 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 		}
 		return createEndpointResponse(epCfg, existing), nil
 	}
-	ep := &Endpoint{ID: epCfg.ID, NetworkID: epCfg.NetworkID, IPv4: epCfg.IPv4, IPv6: epCfg.IPv6}
+	if err := d.checkGroup(epCfg); err != nil {
+		return nil, err
+	}
+	ep := &Endpoint{ID: epCfg.ID, NetworkID: epCfg.NetworkID, IPv4: epCfg.IPv4, IPv6: epCfg.IPv6, LB: epCfg.LB}
 	if epCfg.MAC != nil {
 		ep.MAC = epCfg.MAC.String()
 	} else if ep.IPv4.IsValid() {
@@ -509,8 +547,9 @@ func (d *Driver) detach(ep *Endpoint) {
 	host, _ := vethNames(ep.ID)
 	d.logErr("remove veth", d.links.DeleteLink(host), "veth", host)
 	ep.Joined = false
-	if d.unpublish(ep) {
-		d.logErr("remove published ports", d.applyFirewall(context.Background()), "endpoint", shortID(ep.ID))
+	if d.unpublish(ep) || ep.LB != nil {
+		d.syncChecks()
+		d.logErr("remove published ports and target group rules", d.applyFirewall(context.Background()), "endpoint", shortID(ep.ID))
 	}
 	d.saveOrRetry()
 }
@@ -600,6 +639,12 @@ func (d *Driver) Join(req *network.JoinRequest) (_ *network.JoinResponse, err er
 		if len(cfg.IPv6) > 0 && cfg.IPv6[0].Gateway.IsValid() && ep.IPv6.IsValid() {
 			resp.GatewayIPv6 = cfg.IPv6[0].Gateway.Addr().String()
 		}
+	}
+	if ep.LB != nil {
+		// A frontend starts balancing, a member enters its group (or its
+		// checks start). Errors are the heal loop's to retry.
+		d.syncChecks()
+		d.logErr("apply target group", d.applyFirewall(context.Background()), "endpoint", shortID(ep.ID))
 	}
 	d.log.Debug("endpoint joined", "endpoint", shortID(ep.ID), "veth", host, "bridge", cfg.Bridge)
 	return resp, nil

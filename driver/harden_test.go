@@ -37,7 +37,9 @@ func TestParseEndpointOptions(t *testing.T) {
 		{"engine and other drivers' keys", engineKeys, ""},
 		{"no options", ``, ""},
 		{"unknown ournet option", engineKeys + `,"ournet.nosuch":"1"`,
-			`option ournet.nosuch="1": unknown ournet endpoint option; valid endpoint options: none yet`},
+			`option ournet.nosuch="1": unknown ournet endpoint option; valid endpoint options: ournet.lb.algorithm, ournet.lb.check, ournet.lb.check_fall, ournet.lb.check_interval, ournet.lb.check_rise, ournet.lb.check_timeout, ournet.lb.frontend, ournet.lb.group, ournet.lb.weight`},
+		{"unknown target-group option", `"ournet.lb.nosuch":"1"`, `option ournet.lb.nosuch="1": unknown target-group option`},
+		{"bad weight", `"ournet.lb.group":"web","ournet.lb.weight":"0"`, `option ournet.lb.weight="0": must be a whole number from 1 to 100`},
 		{"unknown option as a JSON number", `"ournet.nosuch":1`, `option ournet.nosuch="1": unknown ournet endpoint option`},
 		{"unknown option as a JSON bool", `"ournet.lb":true`, `option ournet.lb="true": unknown ournet endpoint option`},
 		{"network option given to an endpoint", `"ournet.mtu":"1400"`,
@@ -74,7 +76,7 @@ func TestEndpointOptionIsOneTableEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := ParseEndpointOptions(endpointRequest(t, `{"EndpointID":"e","Options":{"ournet.nosuch":"1"}}`))
-	if err == nil || !strings.Contains(err.Error(), "valid endpoint options: ournet.test.weight") {
+	if err == nil || !strings.Contains(err.Error(), "ournet.lb.weight, ournet.test.weight") {
 		t.Fatalf("error %v does not list the valid option", err)
 	}
 }

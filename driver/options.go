@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/docker/go-plugins-helpers/network"
+	"github.com/ournet/ournet/lb"
 )
 
 // Option names users pass with `docker network create -o NAME=VALUE`.
@@ -59,14 +61,9 @@ type NetworkConfig struct {
 	IPv6            []Subnet   `json:"ipv6,omitempty"`
 }
 
-// OptionError is a bad -o value; its text is what the user sees.
-type OptionError struct {
-	Name, Value, Want string
-}
-
-func (e *OptionError) Error() string {
-	return fmt.Sprintf("option %s=%q: %s", e.Name, e.Value, e.Want)
-}
+// OptionError is a bad -o or endpoint option value; its text is what the
+// user sees. One type for network, endpoint and target-group options.
+type OptionError = lb.OptionError
 
 var bridgeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$`)
 
@@ -273,6 +270,7 @@ type EndpointConfig struct {
 	ID, NetworkID string
 	IPv4, IPv6    netip.Prefix     // from IPAM: "address/subnet bits"
 	MAC           net.HardwareAddr // --mac-address; nil when the engine gave none
+	LB            *lb.Spec         // target group (ournet.lb.*); nil when none
 }
 
 // endpointOptions are the ournet endpoint options users pass with
@@ -282,10 +280,7 @@ type EndpointConfig struct {
 var endpointOptions = map[string]func(cfg *EndpointConfig, value string) error{}
 
 func validEndpointOptions() string {
-	if len(endpointOptions) == 0 {
-		return "none yet"
-	}
-	names := make([]string, 0, len(endpointOptions))
+	names := lb.Options()
 	for name := range endpointOptions {
 		names = append(names, name)
 	}
@@ -324,11 +319,16 @@ func ParseEndpointOptions(req *network.CreateEndpointRequest) (*EndpointConfig, 
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	groupOpts := map[string]string{}
 	for _, k := range keys {
 		if !strings.HasPrefix(k, "ournet.") {
 			continue // the engine's keys and other drivers' options
 		}
 		value := optionString(req.Options[k])
+		if strings.HasPrefix(k, lb.Prefix) {
+			groupOpts[k] = value
+			continue
+		}
 		set, ok := endpointOptions[k]
 		if !ok {
 			want := "unknown ournet endpoint option; valid endpoint options: " + validEndpointOptions()
@@ -340,6 +340,9 @@ func ParseEndpointOptions(req *network.CreateEndpointRequest) (*EndpointConfig, 
 		if err := set(cfg, value); err != nil {
 			return nil, err
 		}
+	}
+	if cfg.LB, err = lb.ParseOptions(groupOpts); err != nil {
+		return nil, err
 	}
 	return cfg, nil
 }
@@ -377,5 +380,5 @@ func endpointAddress(s string, v6 bool) (netip.Prefix, error) {
 // replayed CreateEndpoint does.
 func (cfg *EndpointConfig) sameAs(ep *Endpoint) bool {
 	return cfg.NetworkID == ep.NetworkID && cfg.IPv4 == ep.IPv4 && cfg.IPv6 == ep.IPv6 &&
-		(cfg.MAC == nil || cfg.MAC.String() == ep.MAC)
+		(cfg.MAC == nil || cfg.MAC.String() == ep.MAC) && reflect.DeepEqual(cfg.LB, ep.LB)
 }

@@ -52,7 +52,7 @@ func (cfg *NetworkConfig) isolatedPorts() bool { return !cfg.ICC }
 // firewallPlan is the whole firewall as data: every network with its
 // endpoints that publish ports. The firewall package renders rules from it,
 // a chain per endpoint, so it needs to know which endpoint a port belongs to.
-func firewallPlan(networks map[string]*NetworkConfig, endpoints map[string]*Endpoint) []firewall.Network {
+func firewallPlan(networks map[string]*NetworkConfig, endpoints map[string]*Endpoint, up serves) []firewall.Network {
 	byNetwork := map[string][]firewall.Endpoint{}
 	for id, ep := range endpoints {
 		if len(ep.Ports) > 0 {
@@ -68,6 +68,7 @@ func firewallPlan(networks map[string]*NetworkConfig, endpoints map[string]*Endp
 			Masquerade: cfg.Masquerade,
 			Internal:   cfg.Internal,
 			Endpoints:  byNetwork[id],
+			Groups:     groupPlans(id, endpoints, up),
 		}
 		for _, s := range cfg.subnets() {
 			fwNetwork.Subnets = append(fwNetwork.Subnets, s.Pool)

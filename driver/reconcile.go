@@ -136,7 +136,7 @@ func (d *Driver) healFirewall(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	trusted := d.stateTrusted
-	plan := firewallPlan(d.st.Networks, d.st.Endpoints)
+	plan := firewallPlan(d.st.Networks, d.st.Endpoints, d.serving)
 	d.unlock()
 	if !trusted {
 		return false, nil

@@ -113,6 +113,9 @@ var groupNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
 // rather than read as something the user may not have meant.
 var digitsRE = regexp.MustCompile(`^[0-9]+$`)
 
+// Options returns every lb option name, sorted.
+func Options() []string { return append([]string(nil), validOptions...) }
+
 // validOptions is every lb option name, sorted (the unknown-option error lists them).
 var validOptions = func() []string {
 	names := []string{OptGroup, OptWeight, OptFrontend, OptAlgorithm, OptCheck,

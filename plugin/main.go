@@ -27,6 +27,8 @@ import (
 	"github.com/ournet/ournet/driver/hostports"
 	"github.com/ournet/ournet/driver/ports"
 	"github.com/ournet/ournet/ipam"
+	"github.com/ournet/ournet/lb/flows"
+	"github.com/ournet/ournet/lb/health"
 )
 
 func main() {
@@ -147,6 +149,10 @@ func wire(ctx context.Context, cfg settings, log *slog.Logger, srv *server) (*dr
 		Chooser:   &ports.Chooser{InUse: hostPortInUse, EphemeralFirst: first, EphemeralLast: last},
 		Reserver:  hostports.New(log.With("part", "hostports")),
 		StateFile: filepath.Join(cfg.StateDir, "networks.json"),
+		Checker: func(changed func()) driver.Checker {
+			return health.New(changed, log.With("part", "health"))
+		},
+		Flows: flows.Cleaner{},
 	})
 	if err != nil {
 		return nil, err

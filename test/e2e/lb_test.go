@@ -404,7 +404,8 @@ func (g *lbGroup) drainMember(t *testing.T) string {
 // tcpEstablished counts a container's established TCP connections on a local port.
 func tcpEstablished(t testing.TB, ctr string, port int) int {
 	t.Helper()
-	out, err := execIn(ctr, "cat /proc/net/tcp")
+	// Go listens dual-stack: IPv4 connections show in tcp6 as ::ffff:a.b.c.d.
+	out, err := execIn(ctr, "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true")
 	if err != nil {
 		return 0
 	}

@@ -72,7 +72,8 @@ func counter(target string, timeout time.Duration) (func() (string, error), erro
 		return nil, err
 	}
 	if u.Scheme == "udp" {
-		return func() (string, error) { return udpRequest(u.Host, timeout) }, nil
+		ports := &usedPorts{seen: map[int]bool{}}
+		return func() (string, error) { return udpRequest(u.Host, timeout, ports) }, nil
 	}
 	client := &http.Client{
 		Timeout:   timeout,
@@ -99,10 +100,36 @@ func httpRequest(client *http.Client, target string) (string, error) {
 
 // udpRequest sends "x" from a new socket (a new source port: a new flow for
 // conntrack) and returns the reply.
-func udpRequest(addr string, timeout time.Duration) (string, error) {
-	conn, err := net.DialTimeout("udp", addr, timeout)
-	if err != nil {
-		return "", err
+// usedPorts are the source ports a count run has sent from: each request
+// must be a new flow, and conntrack still holds the old ones (30 s), so a
+// socket the kernel gives a used port again is replaced.
+type usedPorts struct {
+	mu   sync.Mutex
+	seen map[int]bool
+}
+
+func (u *usedPorts) fresh(port int) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.seen[port] {
+		return false
+	}
+	u.seen[port] = true
+	return true
+}
+
+func udpRequest(addr string, timeout time.Duration, ports *usedPorts) (string, error) {
+	var conn net.Conn
+	for attempt := 0; ; attempt++ {
+		c, err := net.DialTimeout("udp", addr, timeout)
+		if err != nil {
+			return "", err
+		}
+		if ports.fresh(c.LocalAddr().(*net.UDPAddr).Port) || attempt == 20 {
+			conn = c
+			break
+		}
+		defer c.Close() // keep it open so the next socket gets another port
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(timeout))

@@ -1,0 +1,65 @@
+// Package flows clears conntrack entries of target-group members that stop
+// serving. A UDP "connection" lives as long as its client keeps sending, so
+// without this a client keeps talking to a removed member's address (or to
+// nothing) instead of being balanced again; TCP needs nothing, its
+// connections end with the member.
+package flows
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Cleaner deletes conntrack entries through netlink in the caller's network
+// namespace (the host's, for the plugin).
+type Cleaner struct {
+	// Handle is the netlink handle to use; nil: the current namespace.
+	Handle *netlink.Handle
+}
+
+// ClearUDP deletes every UDP conntrack entry whose reply comes from one of
+// addrs: the flows a group sent to those members (their original
+// destination was the frontend or a published port). Flows the members
+// started themselves reply from elsewhere and are kept.
+func (c Cleaner) ClearUDP(addrs []netip.Addr) error {
+	var errs []error
+	for _, family := range []struct {
+		f  netlink.InetFamily
+		v6 bool
+	}{{unix.AF_INET, false}, {unix.AF_INET6, true}} {
+		f := replyFrom{addrs: map[netip.Addr]bool{}}
+		for _, a := range addrs {
+			if a.Unmap().Is6() == family.v6 {
+				f.addrs[a.Unmap()] = true
+			}
+		}
+		if len(f.addrs) == 0 {
+			continue
+		}
+		var err error
+		if c.Handle != nil {
+			_, err = c.Handle.ConntrackDeleteFilters(netlink.ConntrackTable, family.f, f)
+		} else {
+			_, err = netlink.ConntrackDeleteFilters(netlink.ConntrackTable, family.f, f)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("delete UDP conntrack entries of %v: %w", addrs, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// replyFrom matches UDP flows whose reply source is one of addrs.
+type replyFrom struct{ addrs map[netip.Addr]bool }
+
+func (f replyFrom) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
+	if flow.Forward.Protocol != unix.IPPROTO_UDP {
+		return false
+	}
+	a, ok := netip.AddrFromSlice(flow.Reverse.SrcIP)
+	return ok && f.addrs[a.Unmap()]
+}
