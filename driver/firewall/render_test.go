@@ -228,13 +228,13 @@ func TestValidate(t *testing.T) {
 			p := []PublishedPort{{Proto: "tcp", HostPort: 1, ContainerIP: addr("172.30.0.2"), ContainerPort: 1}}
 			n.Endpoints = []Endpoint{{ID: epWeb, Ports: p}, {ID: epWeb[:12] + "ff", Ports: p}}
 		}),
-		"group name uppercase": with(groupsNetwork(), func(n *Network) { n.Groups[0].Name = "Web" }),
-		"group name with space": with(groupsNetwork(), func(n *Network) { n.Groups[0].Name = "w b" }),
+		"group name uppercase":      with(groupsNetwork(), func(n *Network) { n.Groups[0].Name = "Web" }),
+		"group name with space":     with(groupsNetwork(), func(n *Network) { n.Groups[0].Name = "w b" }),
 		"group without frontend ID": with(groupsNetwork(), func(n *Network) { n.Groups[0].Frontend = "" }),
-		"group without address": with(groupsNetwork(), func(n *Network) { n.Groups[0].VIPs = nil }),
-		"two groups, one frontend": with(groupsNetwork(), func(n *Network) { n.Groups[1].Frontend = n.Groups[0].Frontend }),
-		"member in two groups": with(groupsNetwork(), func(n *Network) { n.Groups[1].Backends = n.Groups[0].Backends[:1] }),
-		"member without ID": with(groupsNetwork(), func(n *Network) { n.Groups[0].Backends = []Member{{ID: "!!"}} }),
+		"group without address":     with(groupsNetwork(), func(n *Network) { n.Groups[0].VIPs = nil }),
+		"two groups, one frontend":  with(groupsNetwork(), func(n *Network) { n.Groups[1].Frontend = n.Groups[0].Frontend }),
+		"member in two groups":      with(groupsNetwork(), func(n *Network) { n.Groups[1].Backends = n.Groups[0].Backends[:1] }),
+		"member without ID":         with(groupsNetwork(), func(n *Network) { n.Groups[0].Backends = []Member{{ID: "!!"}} }),
 	} {
 		if err := Validate([]Network{n}); err == nil {
 			t.Errorf("%s: Validate accepted it", name)

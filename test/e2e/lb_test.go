@@ -692,3 +692,38 @@ func TestLBBadOptions(t *testing.T) {
 		t.Fatalf("the group after the refused options: %v", got)
 	}
 }
+
+// TestLBDualStackDockerIPAM: a group on a dual-stack network whose addresses
+// come from Docker's own IPAM balances both of the frontend's addresses,
+// exactly and in turn on each.
+func TestLBDualStackDockerIPAM(t *testing.T) {
+	g := &lbGroup{group: "web6"}
+	g.net = network(t, "-d", pluginName, "--ipv6", "--subnet", "172.237.9.0/24", "--subnet", "fd00:237:9::/64")
+	g.client = container(t, []string{"--net", g.net})
+	for range 2 {
+		g.httpMember(t, 0)
+	}
+	// A new IPv6 address is tentative (duplicate address detection) for a
+	// moment: the members are ready once they answer on it.
+	for _, m := range g.members {
+		ip6 := docker(t, "inspect", "-f", fmt.Sprintf(`{{(index .NetworkSettings.Networks %q).GlobalIPv6Address}}`, g.net), m)
+		eventually(t, 10*time.Second, m+" answers on its IPv6 address", func() error {
+			out, err := execIn(g.client, "probe get http://["+ip6+"]:80/ -timeout 1s")
+			if err != nil || strings.TrimSpace(out) != m {
+				return fmt.Errorf("%v: %q", err, out)
+			}
+			return nil
+		})
+	}
+	g.frontend(t, nil)
+	fe6 := docker(t, "inspect", "-f", fmt.Sprintf(`{{(index .NetworkSettings.Networks %q).GlobalIPv6Address}}`, g.net), g.fe)
+	if fe6 == "" {
+		t.Fatalf("frontend %s has no IPv6 address on %s", g.fe, g.net)
+	}
+	want := map[string]int{g.members[0]: 20, g.members[1]: 20}
+	for _, url := range []string{"http://" + g.feIP + ":80/", "http://[" + fe6 + "]:80/"} {
+		got := countFrom(t, g.client, url, 40)
+		wantExact(t, url, got, want)
+		wantPeriodic(t, url, got.Order, 2)
+	}
+}
