@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/ournet/ournet/driver/drivertest"
 	"github.com/ournet/ournet/driver/firewall"
 	"github.com/ournet/ournet/driver/ports"
+	"github.com/ournet/ournet/lb/health"
 )
 
 // fakeLink and fakeLinks keep the driver tests' short names for the fake
@@ -151,6 +153,61 @@ type harness struct {
 	chooser   *ports.Chooser
 	holds     *fakeReserver
 	stateFile string
+	checker   *fakeChecker // the running driver's; a restart makes a new one
+	flows     *fakeFlows
+}
+
+// fakeChecker records the targets it is given; Up answers from up, which
+// tests set, and changed is the driver's callback for a flip.
+type fakeChecker struct {
+	mu      sync.Mutex
+	targets []health.Target
+	up      map[string]bool
+	changed func()
+}
+
+func (c *fakeChecker) Sync(targets []health.Target) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.targets = slices.Clone(targets)
+	for _, t := range targets {
+		if _, ok := c.up[t.Key]; !ok {
+			c.up[t.Key] = t.Up
+		}
+	}
+}
+
+func (c *fakeChecker) Up(key string) (bool, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range c.targets {
+		if t.Key == key {
+			return c.up[key], true
+		}
+	}
+	return false, false
+}
+
+func (c *fakeChecker) Close() {}
+
+// set flips a target and calls the driver back, as lb/health does.
+func (c *fakeChecker) set(key string, up bool) {
+	c.mu.Lock()
+	c.up[key] = up
+	c.mu.Unlock()
+	c.changed()
+}
+
+type fakeFlows struct {
+	mu      sync.Mutex
+	cleared []netip.Addr
+}
+
+func (f *fakeFlows) ClearUDP(addrs []netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cleared = append(f.cleared, addrs...)
+	return nil
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -165,6 +222,7 @@ func newHarness(t *testing.T) *harness {
 		chooser:   &ports.Chooser{EphemeralFirst: 40000, EphemeralLast: 40099},
 		holds:     newFakeReserver(),
 		stateFile: filepath.Join(t.TempDir(), "networks.json"),
+		flows:     &fakeFlows{},
 	}
 	h.restart()
 	return h
@@ -174,8 +232,10 @@ func newHarness(t *testing.T) *harness {
 // like the engine restarting a crashed plugin.
 func (h *harness) restart() {
 	h.t.Helper()
+	h.checker = &fakeChecker{up: map[string]bool{}}
 	d, err := New(Config{Log: quietLogger(), Links: h.links, Firewall: h.fw, Sysctl: h.sysctl.write,
-		Chooser: h.chooser, Reserver: h.holds, StateFile: h.stateFile})
+		Chooser: h.chooser, Reserver: h.holds, StateFile: h.stateFile, Flows: h.flows,
+		Checker: func(changed func()) Checker { h.checker.changed = changed; return h.checker }})
 	if err != nil {
 		h.t.Fatalf("New: %v", err)
 	}

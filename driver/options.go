@@ -2,6 +2,7 @@ package driver
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -61,9 +62,14 @@ type NetworkConfig struct {
 	IPv6            []Subnet   `json:"ipv6,omitempty"`
 }
 
-// OptionError is a bad -o or endpoint option value; its text is what the
-// user sees. One type for network, endpoint and target-group options.
-type OptionError = lb.OptionError
+// OptionError is a bad -o value; its text is what the user sees.
+type OptionError struct {
+	Name, Value, Want string
+}
+
+func (e *OptionError) Error() string {
+	return fmt.Sprintf("option %s=%q: %s", e.Name, e.Value, e.Want)
+}
 
 var bridgeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$`)
 
@@ -342,6 +348,10 @@ func ParseEndpointOptions(req *network.CreateEndpointRequest) (*EndpointConfig, 
 		}
 	}
 	if cfg.LB, err = lb.ParseOptions(groupOpts); err != nil {
+		var bad *lb.OptionError
+		if errors.As(err, &bad) {
+			return nil, &OptionError{bad.Name, bad.Value, bad.Want}
+		}
 		return nil, err
 	}
 	return cfg, nil
