@@ -17,8 +17,8 @@ func TestReadmeCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	cleanup := func() {
-		cmd("docker", "rm", "-f", "web1", "web2", "web3", "client", "published")
-		cmd("docker", "network", "rm", "netlb", "backend", "n1", "n2")
+		cmd("docker", "rm", "-f", "web1", "web2", "web3", "client", "published", "shop1", "shop2", "shop3", "tg-net")
+		cmd("docker", "network", "rm", "netlb", "backend", "n1", "n2", "shop")
 	}
 	cleanup()
 	t.Cleanup(cleanup)
