@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ournet/ournet/internal/netnstest"
 )
 
 const (
@@ -31,6 +33,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 // closed and reopened on the same port.
 type server struct {
 	t       *testing.T
+	ns      string // network namespace of the listener; "" for the test's own
 	addr    netip.AddrPort
 	mu      sync.Mutex
 	l       net.Listener
@@ -47,7 +50,13 @@ func newServer(t *testing.T) *server {
 
 func (s *server) listen(addr string) {
 	s.t.Helper()
-	l, err := net.Listen("tcp4", addr)
+	var l net.Listener
+	var err error
+	if s.ns == "" {
+		l, err = net.Listen("tcp4", addr)
+	} else {
+		netnstest.Do(s.t, s.ns, func() { l, err = net.Listen("tcp4", addr) })
+	}
 	if err != nil {
 		s.t.Fatalf("listen %s: %v", addr, err)
 	}
@@ -79,8 +88,9 @@ func (s *server) close() {
 
 // changes records onChange calls.
 type changes struct {
-	calls atomic.Int64
-	at    chan time.Time
+	status func() []TargetStatus // shown when a wait fails
+	calls  atomic.Int64
+	at     chan time.Time
 }
 
 func newChanges() *changes { return &changes{at: make(chan time.Time, 100)} }
@@ -97,7 +107,11 @@ func (c *changes) wait(t *testing.T, within time.Duration, what string) time.Tim
 	case at := <-c.at:
 		return at
 	case <-time.After(within):
-		t.Fatalf("%s: no onChange within %v", what, within)
+		var now []TargetStatus
+		if c.status != nil {
+			now = c.status()
+		}
+		t.Fatalf("%s: no onChange within %v; status %+v", what, within, now)
 		return time.Time{}
 	}
 }
