@@ -570,3 +570,24 @@ func TestCPUCost(t *testing.T) {
 		t.Errorf("CPU %.1f%% of one core: a busy loop?", 100*share)
 	}
 }
+
+func TestUntilDue(t *testing.T) {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		start, now, interval, want time.Duration // start and now after base
+	}{
+		{0, 0, time.Second, time.Second},                   // on a slot already
+		{30 * ms, 30 * ms, time.Second, 1070 * ms},         // up to the next 100ms slot
+		{30 * ms, 500 * ms, time.Second, 600 * ms},         // the check took 470ms
+		{0, 3 * time.Second, time.Second, 0},               // overdue: at once, never overlapping
+		{7 * ms, 7 * ms, 50 * ms, 53 * ms},                 // 57ms up to a 5ms slot
+		{0, 0, 30 * time.Second, 30 * time.Second},         // slot capped at 100ms
+		{150 * ms, 150 * ms, 30 * time.Second, 30050 * ms}, // 30.15s rounds up to 30.2s
+		{3, 3, 5, 5}, // too short for slots
+	} {
+		if got := untilDue(base.Add(tc.start), tc.interval, base.Add(tc.now)); got != tc.want {
+			t.Errorf("untilDue(start %v, interval %v, now %v) = %v, want %v", tc.start, tc.interval, tc.now, got, tc.want)
+		}
+	}
+}
