@@ -591,3 +591,28 @@ func TestUntilDue(t *testing.T) {
 		}
 	}
 }
+
+// TestSyncWaitsForStoppedChecks: when Sync returns, a removed target's check
+// in progress has ended, so the member sees no connect after it is removed.
+func TestSyncWaitsForStoppedChecks(t *testing.T) {
+	c := New(nil, quiet())
+	defer c.Close()
+	var inDial, dialsEnded atomic.Int64
+	entered := make(chan struct{}, 1)
+	c.dial = func(ctx context.Context, d *net.Dialer, addr string) (net.Conn, error) {
+		inDial.Add(1)
+		entered <- struct{}{}
+		time.Sleep(200 * time.Millisecond) // a dial that ends later than its context
+		dialsEnded.Add(1)
+		return nil, ctx.Err()
+	}
+	c.Sync([]Target{{Key: "gone", Addr: netip.MustParseAddrPort("127.0.0.1:1"), Config: Config{Interval: interval}}})
+	<-entered
+	c.Sync(nil)
+	if inDial.Load() != dialsEnded.Load() {
+		t.Error("Sync returned while a removed target's check was still dialling")
+	}
+	if _, known := c.Up("gone"); known {
+		t.Error("removed target still known")
+	}
+}
