@@ -441,17 +441,29 @@ func TestClose(t *testing.T) {
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("Close took %v: the silent target's dial was not cancelled", took)
 	}
-	if n := checkerGoroutines(); n != 0 {
+	if n := checkerGoroutinesAfter(time.Second); n != 0 {
 		t.Errorf("%d checker goroutines after Close", n)
 	}
 	c.Close()
 	c.Sync(targets)
-	if n := checkerGoroutines(); n != 0 {
+	if n := checkerGoroutinesAfter(time.Second); n != 0 {
 		t.Errorf("Sync after Close started %d goroutines", n)
 	}
 	if _, known := c.Up("0"); known || len(c.Status()) != 0 {
 		t.Error("targets still known after Close")
 	}
+}
+
+// checkerGoroutinesAfter polls checkerGoroutines for up to d until it is 0:
+// a goroutine that has called wg.Done may still be on its way out.
+func checkerGoroutinesAfter(d time.Duration) int {
+	deadline := time.Now().Add(d)
+	n := checkerGoroutines()
+	for n != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		n = checkerGoroutines()
+	}
+	return n
 }
 
 // checkerGoroutines counts the goroutines running this package's code,
