@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ournet/ournet/internal/netnstest"
 )
 
 const (
@@ -31,6 +33,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 // closed and reopened on the same port.
 type server struct {
 	t       *testing.T
+	ns      string // network namespace of the listener; "" for the test's own
 	addr    netip.AddrPort
 	mu      sync.Mutex
 	l       net.Listener
@@ -47,7 +50,13 @@ func newServer(t *testing.T) *server {
 
 func (s *server) listen(addr string) {
 	s.t.Helper()
-	l, err := net.Listen("tcp4", addr)
+	var l net.Listener
+	var err error
+	if s.ns == "" {
+		l, err = net.Listen("tcp4", addr)
+	} else {
+		netnstest.Do(s.t, s.ns, func() { l, err = net.Listen("tcp4", addr) })
+	}
 	if err != nil {
 		s.t.Fatalf("listen %s: %v", addr, err)
 	}
@@ -79,8 +88,9 @@ func (s *server) close() {
 
 // changes records onChange calls.
 type changes struct {
-	calls atomic.Int64
-	at    chan time.Time
+	status func() []TargetStatus // shown when a wait fails
+	calls  atomic.Int64
+	at     chan time.Time
 }
 
 func newChanges() *changes { return &changes{at: make(chan time.Time, 100)} }
@@ -97,7 +107,11 @@ func (c *changes) wait(t *testing.T, within time.Duration, what string) time.Tim
 	case at := <-c.at:
 		return at
 	case <-time.After(within):
-		t.Fatalf("%s: no onChange within %v", what, within)
+		var now []TargetStatus
+		if c.status != nil {
+			now = c.status()
+		}
+		t.Fatalf("%s: no onChange within %v; status %+v", what, within, now)
 		return time.Time{}
 	}
 }
@@ -427,17 +441,29 @@ func TestClose(t *testing.T) {
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("Close took %v: the silent target's dial was not cancelled", took)
 	}
-	if n := checkerGoroutines(); n != 0 {
+	if n := checkerGoroutinesAfter(time.Second); n != 0 {
 		t.Errorf("%d checker goroutines after Close", n)
 	}
 	c.Close()
 	c.Sync(targets)
-	if n := checkerGoroutines(); n != 0 {
+	if n := checkerGoroutinesAfter(time.Second); n != 0 {
 		t.Errorf("Sync after Close started %d goroutines", n)
 	}
 	if _, known := c.Up("0"); known || len(c.Status()) != 0 {
 		t.Error("targets still known after Close")
 	}
+}
+
+// checkerGoroutinesAfter polls checkerGoroutines for up to d until it is 0:
+// a goroutine that has called wg.Done may still be on its way out.
+func checkerGoroutinesAfter(d time.Duration) int {
+	deadline := time.Now().Add(d)
+	n := checkerGoroutines()
+	for n != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		n = checkerGoroutines()
+	}
+	return n
 }
 
 // checkerGoroutines counts the goroutines running this package's code,
@@ -554,5 +580,51 @@ func TestCPUCost(t *testing.T) {
 	}
 	if share > 0.20 {
 		t.Errorf("CPU %.1f%% of one core: a busy loop?", 100*share)
+	}
+}
+
+func TestUntilDue(t *testing.T) {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		start, now, interval, want time.Duration // start and now after base
+	}{
+		{0, 0, time.Second, time.Second},                   // on a slot already
+		{30 * ms, 30 * ms, time.Second, 1070 * ms},         // up to the next 100ms slot
+		{30 * ms, 500 * ms, time.Second, 600 * ms},         // the check took 470ms
+		{0, 3 * time.Second, time.Second, 0},               // overdue: at once, never overlapping
+		{7 * ms, 7 * ms, 50 * ms, 53 * ms},                 // 57ms up to a 5ms slot
+		{0, 0, 30 * time.Second, 30 * time.Second},         // slot capped at 100ms
+		{150 * ms, 150 * ms, 30 * time.Second, 30050 * ms}, // 30.15s rounds up to 30.2s
+		{3, 3, 5, 5}, // too short for slots
+	} {
+		if got := untilDue(base.Add(tc.start), tc.interval, base.Add(tc.now)); got != tc.want {
+			t.Errorf("untilDue(start %v, interval %v, now %v) = %v, want %v", tc.start, tc.interval, tc.now, got, tc.want)
+		}
+	}
+}
+
+// TestSyncWaitsForStoppedChecks: when Sync returns, a removed target's check
+// in progress has ended, so the member sees no connect after it is removed.
+func TestSyncWaitsForStoppedChecks(t *testing.T) {
+	c := New(nil, quiet())
+	defer c.Close()
+	var inDial, dialsEnded atomic.Int64
+	entered := make(chan struct{}, 1)
+	c.dial = func(ctx context.Context, d *net.Dialer, addr string) (net.Conn, error) {
+		inDial.Add(1)
+		entered <- struct{}{}
+		time.Sleep(200 * time.Millisecond) // a dial that ends later than its context
+		dialsEnded.Add(1)
+		return nil, ctx.Err()
+	}
+	c.Sync([]Target{{Key: "gone", Addr: netip.MustParseAddrPort("127.0.0.1:1"), Config: Config{Interval: interval}}})
+	<-entered
+	c.Sync(nil)
+	if inDial.Load() != dialsEnded.Load() {
+		t.Error("Sync returned while a removed target's check was still dialling")
+	}
+	if _, known := c.Up("gone"); known {
+		t.Error("removed target still known")
 	}
 }
