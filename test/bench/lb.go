@@ -372,7 +372,7 @@ func startBalancer(dir, cfg, config, bin string, args ...string) int {
 	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		fail(err)
 	}
-	logf, err := os.Create(filepath.Join(dir, bin+".out"))
+	logf, err := os.Create(filepath.Join(dir, filepath.Base(bin)+".out"))
 	if err != nil {
 		fail(err)
 	}
@@ -396,7 +396,7 @@ func startBalancer(dir, cfg, config, bin string, args ...string) int {
 	time.Sleep(200 * time.Millisecond)
 	select {
 	case <-done:
-		out, _ := os.ReadFile(filepath.Join(dir, bin+".out"))
+		out, _ := os.ReadFile(filepath.Join(dir, filepath.Base(bin)+".out"))
 		errlog, _ := os.ReadFile(filepath.Join(dir, "error.log"))
 		fail(fmt.Errorf("%s exited at start: %s%s (config %s)", bin, out, errlog, cfg))
 	default:

@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -51,14 +52,20 @@ func TestBalancerConfigs(t *testing.T) {
 // The generated configs as the real binaries read them; skipped where they
 // are not installed (scripts/bench.sh installs both).
 func TestBalancerConfigsValidate(t *testing.T) {
-	loop := netip.MustParseAddr("127.0.0.1")
+	// nginx -t binds the listen address: a free port, not the bench's.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := netip.MustParseAddrPort(l.Addr().String())
+	l.Close()
 	t.Run("nginx", func(t *testing.T) {
 		if _, err := exec.LookPath("nginx"); err != nil {
 			t.Skip("nginx is not installed")
 		}
 		dir := t.TempDir()
 		cfg := filepath.Join(dir, "nginx.conf")
-		os.WriteFile(cfg, []byte(nginxConfig(dir, netip.AddrPortFrom(loop, 18201), members())), 0o644)
+		os.WriteFile(cfg, []byte(nginxConfig(dir, free, members())), 0o644)
 		if out, err := exec.Command("nginx", append([]string{"-t"}, nginxArgs(dir, cfg)...)...).CombinedOutput(); err != nil {
 			t.Fatalf("nginx -t: %v: %s", err, out)
 		}
@@ -68,7 +75,7 @@ func TestBalancerConfigsValidate(t *testing.T) {
 			t.Skip("haproxy is not installed")
 		}
 		cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
-		os.WriteFile(cfg, []byte(haproxyConfig(netip.AddrPortFrom(loop, 18202), members())), 0o644)
+		os.WriteFile(cfg, []byte(haproxyConfig(free, members())), 0o644)
 		out, err := exec.Command("haproxy", "-c", "-f", cfg).CombinedOutput()
 		if err != nil {
 			t.Fatalf("haproxy -c: %v: %s", err, out)
@@ -263,5 +270,28 @@ func TestExitHooks(t *testing.T) {
 	runExitHooks() // a second caller (fail after the deferred run) finds nothing left
 	if len(order) != 2 || order[0] != 2 || order[1] != 1 {
 		t.Fatalf("hooks ran %v; want [2 1], once each", order)
+	}
+}
+
+// A balancer the bench starts writes its config, runs as a child and is gone
+// after the exit hooks (the bench's end, fail or a signal).
+func TestStartBalancerStopsAtExit(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "fakelb")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "fakelb.conf")
+	pid := startBalancer(dir, cfg, "config\n", bin, "-f", cfg)
+	if got, _ := os.ReadFile(cfg); string(got) != "config\n" {
+		t.Errorf("config file holds %q", got)
+	}
+	if !alive(pid) {
+		t.Fatalf("balancer %d is not running after startBalancer", pid)
+	}
+	runExitHooks()
+	if alive(pid) {
+		syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatalf("balancer %d still runs after the exit hooks", pid)
 	}
 }
