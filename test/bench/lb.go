@@ -30,7 +30,7 @@ var (
 const (
 	lbPrefix   = "bench-lb-" // every container of this section; leftovers are removed by name
 	lbNet      = "bench-lb"
-	lbSubnet   = "172.240.0.0/24"
+	lbSubnet   = "172.242.0.0/24" // not 172.240/16: a failed -scale run leaves bench-scale there
 	lbHCNet    = "bench-lbhc"
 	lbHCSubnet = "172.241.0.0/22"
 	lbTmpGlob  = "ournet-bench-lb-" // temp dirs of the host balancers: their command lines name them
