@@ -27,7 +27,7 @@ var (
 	endpoints = flag.Int("endpoints", 50, "containers attached for the plugin memory row")
 	engine    = flag.String("engine", envOr("OURNET_ENGINE", "debian"), "engine name printed in the header")
 	faultRun  = flag.Bool("faults", false, "print the fault-injection table instead (requests sent, failed, longest gap)")
-	probe     = flag.String("probe", "", "probe binary built for the host (for -faults)")
+	probe     = flag.String("probe", "", "probe binary built for the host (for -faults and -lb)")
 	repo      = flag.String("repo", ".", "repository root (for -faults: scripts/engine.sh)")
 )
 
@@ -50,6 +50,10 @@ func main() {
 	}
 	if *scaleRun {
 		scaleTable(version)
+		return
+	}
+	if *lbRun {
+		lbTable(version)
 		return
 	}
 	fmt.Printf("ournet benchmark on engine %s (Docker %s), %d rounds per row, median times on this machine (%s)\n\n",
@@ -276,5 +280,6 @@ func must(name string, args ...string) string {
 
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "bench:", err)
+	runExitHooks() // what a section started on the host and in the engine does not outlive it
 	os.Exit(1)
 }

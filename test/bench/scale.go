@@ -183,23 +183,5 @@ func pluginFiles() string {
 // pluginCPU samples the plugin's user+system CPU time over the window, in
 // percent of one core.
 func pluginCPU(window time.Duration) float64 {
-	pid := pluginPID()
-	if pid == "" {
-		return -1
-	}
-	ticks := func() float64 {
-		raw, err := os.ReadFile("/proc/" + pid + "/stat")
-		if err != nil {
-			return 0
-		}
-		s := string(raw)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		utime, _ := strconv.ParseFloat(f[11], 64)
-		stime, _ := strconv.ParseFloat(f[12], 64)
-		return utime + stime
-	}
-	before := ticks()
-	time.Sleep(window)
-	const hz = 100 // USER_HZ on Linux
-	return (ticks() - before) / hz / window.Seconds() * 100
+	return processCPU(pluginPID(), window)
 }
