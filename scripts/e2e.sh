@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end suite on one engine: starts the engine (ENGINE=debian|moby29), builds and installs the
-# plugin, builds the test image, then runs test/e2e (build tag e2e) against the default socket.
+# plugin, builds the test image and docker-compose (scripts/compose.sh, cached), then runs test/e2e
+# (build tag e2e) against the default socket.
 # The tests read OURNET_ENGINE and restart the engine with `scripts/engine.sh restart`.
 # Afterwards it uninstalls the plugin and stops the engine, unless E2E_KEEP=1.
 set -euo pipefail
@@ -27,6 +28,8 @@ if [[ -z $(docker network ls -q --filter driver=ournet) && -z $(docker network l
 fi
 OURNET_FRESH_STATE=$fresh scripts/plugin.sh install build/plugin
 scripts/test-image.sh
+# Compose v2 for TestLBCompose: built once (minutes) here rather than inside a test's time bound.
+scripts/compose.sh >/dev/null
 
 status=0
 go test -count=1 -v -timeout 40m -tags e2e ./test/e2e/... || status=$?
