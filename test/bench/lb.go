@@ -336,7 +336,7 @@ func haproxyConfig(listen netip.AddrPort, members []netip.AddrPort) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `# written by ournet's bench (test/bench/lb.go): HAProxy on the host in front of the group's members
 global
-    maxconn 20000
+    maxconn 4096
 
 defaults
     mode http
