@@ -7,9 +7,10 @@ GO ?= go
 PLUGIN_NAME ?= ournet/driver:latest
 PLUGIN_DIR ?= build/plugin
 FUZZTIME ?= 10s
+ACTIONLINT_VERSION ?= v1.7.12
 ENGINES := $(or $(ENGINE),debian moby29)
 
-.PHONY: build plugin install uninstall logs ports demo unit integration e2e test bench faults fuzz clean
+.PHONY: build plugin install uninstall logs ports demo lint-workflows unit integration e2e test bench faults fuzz clean
 
 build:
 	$(GO) build ./...
@@ -36,6 +37,10 @@ ports:
 demo:
 	scripts/demo.sh
 
+# Checks .github/workflows (actionlint, a pinned Go module; it also runs shellcheck when on PATH).
+lint-workflows:
+	$(GO) run github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+
 # Netns tests need root and change namespaces: they run in `integration`.
 unit:
 	$(GO) test -race -skip 'Netns' ./...
@@ -47,7 +52,7 @@ e2e:
 	ENGINE=$(or $(ENGINE),debian) scripts/e2e.sh
 
 # engine.sh stops the running engine before starting the next one.
-test: unit integration
+test: lint-workflows unit integration
 	set -e; for engine in $(ENGINES); do ENGINE=$$engine scripts/e2e.sh; done
 
 bench:
