@@ -1,5 +1,6 @@
-# One target per thing a person wants to do. Engines: ENGINE=debian (Docker 20.10) or ENGINE=moby29
-# (Docker 29); `make test` runs the end-to-end suite on both unless ENGINE is set.
+# One target per thing a person wants to do. Engines (scripts/engine.sh): ENGINE=debian (Docker 20.10,
+# default paths), moby28 (Docker 28), moby29 (Docker 29) or moby29nft (Docker 29, nftables firewall);
+# `make test` runs the end-to-end suite on each of them in turn unless ENGINE is set.
 SHELL := /bin/bash
 export PATH := /usr/local/go/bin:$(PATH)
 
@@ -8,7 +9,7 @@ PLUGIN_NAME ?= ournet/driver:latest
 PLUGIN_DIR ?= build/plugin
 FUZZTIME ?= 10s
 ACTIONLINT_VERSION ?= v1.7.12
-ENGINES := $(or $(ENGINE),debian moby29)
+ENGINES := $(or $(ENGINE),debian moby28 moby29 moby29nft)
 
 .PHONY: build plugin install uninstall logs ports demo lint-workflows unit integration e2e test bench faults fuzz clean
 

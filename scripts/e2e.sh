@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end suite on one engine: starts the engine (ENGINE=debian|moby29), builds and installs the
+# End-to-end suite on one engine: starts the engine (ENGINE=debian|moby28|moby29|moby29nft), builds and installs the
 # plugin, builds the test image and docker-compose (scripts/compose.sh, cached), then runs test/e2e
 # (build tag e2e) against the default socket.
 # The tests read OURNET_ENGINE and restart the engine with `scripts/engine.sh restart`.
@@ -20,7 +20,7 @@ fi
 echo "e2e.sh: === engine $engine"
 ENGINE=$engine scripts/engine.sh start
 scripts/build-rootfs.sh build/plugin
-# The state directory is shared by both test engines: start from an empty state when this engine
+# The state directory is shared by all test engines: start from an empty state when this engine
 # has no ournet network, so nothing of the other engine's networks is reconciled here.
 fresh=0
 if [[ -z $(docker network ls -q --filter driver=ournet) && -z $(docker network ls -q --filter driver=ournet/driver:latest) ]]; then

@@ -3,14 +3,25 @@
 #
 #   scripts/engine.sh start|stop|restart|status|logs [-f]
 #
-#   ENGINE=debian   Debian 12's docker.io (Docker 20.10), installed with apt when missing (default)
-#   ENGINE=moby29   Docker 29 (moby v2.0.0-beta.24) built from the Go module proxy, cached in
-#                   /var/cache/ournet/moby29, run with Debian's containerd and runc
-#   LIVE_RESTORE=1  start dockerd with --live-restore (restart keeps the flags of the last start)
+#   ENGINE=debian     Debian 12's docker.io (Docker 20.10), installed with apt when missing (default).
+#                     Runs on Docker's default paths (data root /var/lib/docker, exec root
+#                     /var/run/docker), as a systemd-managed engine does.
+#   ENGINE=moby28     Docker 28 (github.com/docker/docker v28.5.2, what hosted CI runners ship) built
+#                     from the Go module proxy, cached in /var/cache/ournet/moby28
+#   ENGINE=moby29     Docker 29 (moby v2.0.0-beta.24) built from the Go module proxy, cached in
+#                     /var/cache/ournet/moby29
+#   ENGINE=moby29nft  the same Docker 29 binaries with "firewall-backend": "nftables": the engine keeps
+#                     its rules in nft tables (ip/ip6 docker-bridges, through the nft tool, installed
+#                     with apt when missing) and never touches iptables. It starts from a host without
+#                     Docker's iptables rules (those the other engines left are removed), as on a fresh
+#                     machine: no DOCKER chains, FORWARD policy ACCEPT.
+#   LIVE_RESTORE=1    start dockerd with --live-restore (restart keeps the flags of the last start)
 #
-# Each engine has its own data root, exec root, pid file, config file and log, and supervises its own
-# containerd (under its exec root), so switching engines never mixes their state. Both listen on
-# unix:///var/run/docker.sock so plain `docker` works.
+# The built engines run with Debian's containerd and runc. Each engine has its own pid file, config file
+# and log; all but debian have their own data root and exec root too. Each supervises its own containerd
+# (under its exec root), so switching engines never mixes their state. All listen on
+# unix:///var/run/docker.sock so plain `docker` works. Managed plugins' sockets are under
+# /run/docker/plugins/<id>/ whatever the exec root (moby hard-codes it on Linux).
 #
 # Docker CLI: moby v2.0.0-beta.24 serves API 1.56 and accepts clients down to API 1.40, so Debian's
 # docker client (20.10, API 1.41) and newer ones (28.x negotiates 1.50) all work against both engines
@@ -26,6 +37,8 @@ readonly STATE_DIR=/run/ournet-engine        # which engine runs, and its flags
 readonly CONF_ROOT=/var/lib/ournet-engine    # per-engine daemon.json and runtime wrapper
 readonly MOBY29_VERSION=v2.0.0-beta.24
 readonly MOBY29_CACHE=/var/cache/ournet/moby29
+readonly MOBY28_VERSION=v28.5.2
+readonly MOBY28_CACHE=/var/cache/ournet/moby28
 readonly START_TIMEOUT=${START_TIMEOUT:-60}
 readonly STOP_TIMEOUT=${STOP_TIMEOUT:-30}
 
@@ -34,11 +47,22 @@ die() { log "error: $*"; exit 1; }
 
 [[ $(id -u) == 0 ]] || die "must run as root (dockerd needs it)"
 
-engine_names=(debian moby29)
+engine_names=(debian moby28 moby29 moby29nft)
 
-data_root() { echo "/var/lib/docker-$1"; }
-# Exec roots stay short: plugin sockets live at <exec-root>/plugins/<64-hex id>/ournet.sock (max 107 chars).
-exec_root() { echo "/run/docker-$1"; }
+# debian runs where a distribution's docker.service runs: Docker's defaults.
+data_root() {
+	case "$1" in
+	debian) echo /var/lib/docker ;;
+	*) echo "/var/lib/docker-$1" ;;
+	esac
+}
+# Exec roots stay short: containerd's sockets live under them (unix socket paths: max 107 chars).
+exec_root() {
+	case "$1" in
+	debian) echo /var/run/docker ;;
+	*) echo "/run/docker-$1" ;;
+	esac
+}
 pid_file() { echo "/run/docker-$1.pid"; }
 log_file() { echo "/var/log/ournet-engine-$1.log"; }
 config_file() { echo "$CONF_ROOT/$1/daemon.json"; }
@@ -46,8 +70,8 @@ args_file() { echo "$STATE_DIR/$1.args"; }
 
 check_engine_name() {
 	case "$1" in
-	debian | moby29) ;;
-	*) die "unknown ENGINE=$1 (use debian or moby29)" ;;
+	debian | moby28 | moby29 | moby29nft) ;;
+	*) die "unknown ENGINE=$1 (use debian, moby28, moby29 or moby29nft)" ;;
 	esac
 }
 
@@ -127,6 +151,117 @@ ensure_moby29() {
 	log "built Docker 29 in $((SECONDS - start))s"
 }
 
+# Builds dockerd and docker-proxy of MOBY28_VERSION once, as moby's hack/make/binary-daemon and
+# binary-proxy do (static, tags netgo osusergo static_build, version stamped by ldflags). moby v28 is
+# github.com/docker/docker, a GOPATH-era repository with vendor.mod/vendor.sum and no go.mod; its module
+# zip holds no vendor/ tree, so it is built as the main module with vendor.mod as go.mod, its
+# dependencies fetched from the module proxy and checked against vendor.sum.
+ensure_moby28() {
+	local bin=$MOBY28_CACHE/bin stamp=$MOBY28_CACHE/VERSION
+	if [[ -x $bin/dockerd && -x $bin/docker-proxy && -f $stamp && $(<"$stamp") == "$MOBY28_VERSION" ]]; then
+		return 0
+	fi
+	command -v go >/dev/null || die "go not found (expected /usr/local/go/bin/go); needed to build Docker 28"
+	command -v gcc >/dev/null || apt_install gcc libc6-dev # dockerd links statically with cgo, as moby builds it
+	local module=github.com/docker/docker@$MOBY28_VERSION+incompatible dir src
+	log "building Docker 28 ($module) into $bin, takes a few minutes"
+	local start=$SECONDS
+	dir=$(cd /tmp && go mod download -json "$module" | jq -r .Dir) || die "go mod download $module failed"
+	[[ -f $dir/vendor.mod && -f $dir/vendor.sum ]] || die "$module has no vendor.mod/vendor.sum in $dir"
+	src=$(mktemp -d /var/tmp/ournet-moby28.XXXXXX)
+	# shellcheck disable=SC2064 # expand now: src is local
+	trap "rm -rf '$src'" EXIT
+	cp -a "$dir/." "$src/"
+	chmod -R u+w "$src"
+	# vendor/ holds only modules.txt, which would make go select -mod=vendor.
+	rm -rf "$src/vendor"
+	cp "$src/vendor.mod" "$src/go.mod"
+	cp "$src/vendor.sum" "$src/go.sum"
+	local version=${MOBY28_VERSION#v}
+	local ldflags="-w -X github.com/docker/docker/dockerversion.Version=$version"
+	ldflags+=" -X github.com/docker/docker/dockerversion.GitCommit=$MOBY28_VERSION"
+	mkdir -p "$bin"
+	rm -f "$stamp"
+	(
+		cd "$src"
+		export GO111MODULE=on GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false"
+		go build -tags "netgo osusergo static_build" -ldflags "$ldflags -extldflags -static" \
+			-o "$bin/dockerd" ./cmd/dockerd
+		CGO_ENABLED=0 go build -tags "netgo osusergo static_build" -ldflags "$ldflags" \
+			-o "$bin/docker-proxy" ./cmd/docker-proxy
+	) || die "building Docker 28 failed (sources kept until exit in $src)"
+	rm -rf "$src"
+	trap - EXIT
+	echo "$MOBY28_VERSION" >"$stamp"
+	log "built Docker 28 in $((SECONDS - start))s"
+}
+
+# Docker's nftables firewall runs the nft tool (moby's static builds have no libnftables).
+ensure_nft() {
+	command -v nft >/dev/null || apt_install nftables
+}
+
+# With the nftables firewall, dockerd neither enables IP forwarding nor sets a FORWARD policy; it refuses
+# to create a bridge network while net.ipv4.ip_forward is 0 ("IPv4 forwarding is disabled: check your
+# host's firewalling and set sysctl net.ipv4.ip_forward=1"). Docker's docs tell users to set it: so do we.
+ensure_ip_forward() {
+	if [[ $(cat /proc/sys/net/ipv4/ip_forward) != 1 ]]; then
+		log "setting net.ipv4.ip_forward=1 (Docker's nftables firewall requires it, and never sets it)"
+		echo 1 >/proc/sys/net/ipv4/ip_forward
+	fi
+}
+
+# The filter for iptables-save output that drops everything dockerd's iptables firewall made: its
+# DOCKER* chains, the rules jumping to them, the rules naming its bridges (docker0, br-<12 hex>), and
+# sets the FORWARD policy back to ACCEPT. Everything else (ournet's OURNET-* chains, the host's own
+# rules) is kept as it is. (mawk: no {n} intervals in regular expressions.)
+readonly DROP_DOCKER_AWK='
+/^:FORWARD / && table == "filter" { print ":FORWARD ACCEPT [0:0]"; next }
+/^\*/ { table = substr($0, 2) }
+/^:DOCKER/ { next }
+/^-A / && $2 !~ /^OURNET-/ {
+	for (i = 2; i <= NF; i++) if ($i ~ /^DOCKER/ || $i == "docker0" || ($i ~ /^br-[0-9a-f]+$/ && length($i) == 15)) next
+}
+{ print }'
+
+# Removes what the iptables engines left in iptables (both backends, both families), so that the
+# nftables engine runs on a host like a fresh one. Tables are replaced one at a time, atomically.
+drop_docker_iptables() {
+	local multi family table saved filtered
+	for multi in xtables-nft-multi xtables-legacy-multi; do
+		command -v "$multi" >/dev/null || continue
+		for family in iptables ip6tables; do
+			for table in filter nat raw mangle; do
+				if [[ $multi == xtables-legacy-multi ]]; then
+					# Only tables that exist: saving one would load its kernel module.
+					local names=/proc/net/ip_tables_names
+					[[ $family == ip6tables ]] && names=/proc/net/ip6_tables_names
+					grep -qx "$table" "$names" 2>/dev/null || continue
+				fi
+				saved=$("$multi" "$family-save" -t "$table" 2>/dev/null) || continue
+				[[ -n $saved ]] || continue
+				filtered=$(awk "$DROP_DOCKER_AWK" <<<"$saved")
+				[[ $filtered != "$saved" ]] || continue
+				log "removing Docker's iptables rules from $family $table (${multi%-multi})"
+				"$multi" "$family-restore" -w 5 -T "$table" <<<"$filtered" ||
+					die "$family-restore of table $table (${multi%-multi}) failed"
+			done
+		done
+	done
+}
+
+# dockerd with the nftables firewall leaves its tables behind when it stops; the iptables engines
+# never read them, but a host switching engines should not keep them.
+drop_docker_nft_tables() {
+	command -v nft >/dev/null || return 0
+	local family
+	for family in ip ip6; do
+		if nft list table "$family" docker-bridges >/dev/null 2>&1; then
+			nft delete table "$family" docker-bridges || log "could not delete nft table $family docker-bridges"
+		fi
+	done
+}
+
 # Debian's runc 1.1.5 has no time namespace and Docker 29 requests one for managed plugins even with
 # features.time-namespaces=false. This wrapper, the moby29 default runtime, drops it from the bundle's
 # config.json and execs runc with the same arguments. Test-engine glue only.
@@ -184,14 +319,19 @@ write_config() {
 		# Own (empty) config file: a host /etc/docker/daemon.json must not change the test engine.
 		echo '{}' >"$conf"
 		;;
-	moby29)
-		local wrapper=$CONF_ROOT/moby29/ournet-runc
+	moby28)
+		# Docker 28 creates no time namespace: Debian's runc runs it as it is.
+		echo '{}' >"$conf"
+		;;
+	moby29 | moby29nft)
+		local wrapper=$CONF_ROOT/$engine/ournet-runc firewall=iptables
+		[[ $engine == moby29nft ]] && firewall=nftables
 		write_runc_wrapper "$wrapper"
-		jq -n --arg wrapper "$wrapper" '{
+		jq -n --arg wrapper "$wrapper" --arg firewall "$firewall" '{
 			features: {"time-namespaces": false},
 			runtimes: {"ournet-runc": {path: $wrapper}},
 			"default-runtime": "ournet-runc"
-		}' >"$conf"
+		} + if $firewall == "nftables" then {"firewall-backend": "nftables"} else {} end' >"$conf"
 		;;
 	esac
 }
@@ -199,7 +339,8 @@ write_config() {
 dockerd_binary() {
 	case "$1" in
 	debian) echo /usr/sbin/dockerd ;;
-	moby29) echo "$MOBY29_CACHE/bin/dockerd" ;;
+	moby28) echo "$MOBY28_CACHE/bin/dockerd" ;;
+	moby29 | moby29nft) echo "$MOBY29_CACHE/bin/dockerd" ;;
 	esac
 }
 
@@ -228,10 +369,11 @@ launch() {
 	mkdir -p "$(data_root "$engine")" "$(exec_root "$engine")" "$STATE_DIR"
 	printf '%s\n' "$@" >"$(args_file "$engine")"
 	echo "$engine" >"$STATE_DIR/current"
+	# The built engines find their own docker-proxy first.
 	local env_args=()
-	if [[ $engine == moby29 ]]; then
-		env_args=(PATH="$MOBY29_CACHE/bin:$PATH")
-	fi
+	case "$engine" in
+	moby28 | moby29 | moby29nft) env_args=(PATH="$(dirname "$dockerd"):$PATH") ;;
+	esac
 	log "starting $engine: $dockerd $*"
 	echo "=== $(date -Is) engine.sh start: $dockerd $*" >>"$logf"
 	env "${env_args[@]}" setsid nohup "$dockerd" "$@" </dev/null >>"$logf" 2>&1 &
@@ -317,6 +459,7 @@ cmd_stop() {
 		check_engine_name "$e"
 		stop_dockerd "$e"
 		stop_leftovers "$e"
+		if [[ $e == moby29nft ]]; then drop_docker_nft_tables; fi
 	done
 	rm -f "$STATE_DIR/current"
 }
@@ -325,7 +468,11 @@ cmd_start() {
 	local engine=${ENGINE:-debian}
 	check_engine_name "$engine"
 	ensure_host_packages
-	if [[ $engine == moby29 ]]; then ensure_moby29; fi
+	case "$engine" in
+	moby28) ensure_moby28 ;;
+	moby29) ensure_moby29 ;;
+	moby29nft) ensure_moby29 && ensure_nft ;;
+	esac
 
 	local other
 	for other in "${engine_names[@]}"; do
@@ -333,6 +480,7 @@ cmd_start() {
 			log "$other is running; stopping it first (one engine at a time)"
 			stop_dockerd "$other"
 			stop_leftovers "$other"
+			if [[ $other == moby29nft ]]; then drop_docker_nft_tables; fi
 		fi
 	done
 
@@ -349,6 +497,11 @@ cmd_start() {
 		stop_dockerd "$engine"
 	elif socket_answers; then
 		die "another Docker engine (not started by engine.sh) answers on $SOCKET; stop it first"
+	fi
+	if [[ $engine == moby29nft ]]; then
+		# Before dockerd starts: the engine and the plugin come up on a host like a fresh one.
+		drop_docker_iptables
+		ensure_ip_forward
 	fi
 	launch "$engine" "${wanted[@]}"
 }
@@ -412,7 +565,7 @@ restart) cmd_restart ;;
 status) cmd_status ;;
 logs) shift; cmd_logs "$@" ;;
 *)
-	echo "usage: [ENGINE=debian|moby29] [LIVE_RESTORE=1] $0 start|stop|restart|status|logs [-f]" >&2
+	echo "usage: [ENGINE=debian|moby28|moby29|moby29nft] [LIVE_RESTORE=1] $0 start|stop|restart|status|logs [-f]" >&2
 	exit 2
 	;;
 esac

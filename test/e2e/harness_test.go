@@ -34,8 +34,9 @@ const (
 // docker plugin inspect/disable/enable.
 var managedName = envOr("OURNET_PLUGIN", "ournet/driver:latest")
 
-// engineName is the engine under test (debian or moby29), for messages and
-// for the few checks that differ between engines.
+// engineName is the engine under test (scripts/engine.sh: debian, moby28,
+// moby29 or moby29nft), for messages and for the few checks that differ
+// between engines.
 var engineName = envOr("OURNET_ENGINE", "debian")
 
 // repoRoot: go test runs in the package directory.
