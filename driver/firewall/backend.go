@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -68,7 +69,10 @@ func NewBackend(mode string) (Backend, error) {
 }
 
 // DetectBackend resolves the setting "auto", "nft" or "legacy". Auto picks the
-// backend whose tables already hold dockerd's chains; nft when neither or both do.
+// backend whose tables hold dockerd's chains; when neither or both do (Docker's
+// nftables firewall keeps none in iptables), the one holding ournet's own
+// chains; else the system's default backend (what `iptables --version` says);
+// else nft.
 func DetectBackend(ctx context.Context, setting string) (Backend, error) {
 	return DetectBackendNetns(ctx, setting, "")
 }
@@ -80,7 +84,7 @@ func DetectBackendNetns(ctx context.Context, setting, netns string) (Backend, er
 		b.Netns = netns
 		return b, err
 	}
-	var withDocker []Backend
+	var probes []probe
 	for _, mode := range []string{"nft", "legacy"} {
 		b, err := NewBackend(mode)
 		if err != nil {
@@ -91,21 +95,85 @@ func DetectBackendNetns(ctx context.Context, setting, netns string) (Backend, er
 		if err != nil {
 			continue // e.g. legacy on a kernel without ip_tables
 		}
-		if saved, err := ParseSave(out); err == nil && holdsDocker(saved) {
-			withDocker = append(withDocker, b)
+		p := probe{Mode: mode}
+		if saved, err := ParseSave(out); err == nil {
+			p.Docker, p.Ournet = holdsDocker(saved), holdsOurnet(saved)
 		}
+		probes = append(probes, p)
 	}
-	if len(withDocker) == 1 {
-		return withDocker[0], nil
-	}
-	b, err := NewBackend("nft")
+	b, err := NewBackend(chooseMode(probes, linkedMode(systemIptables)))
 	b.Netns = netns
 	return b, err
+}
+
+// probe is what one working backend's IPv4 tables hold.
+type probe struct {
+	Mode           string
+	Docker, Ournet bool
+}
+
+// chooseMode picks the backend among those that answered: the only one holding
+// dockerd's chains, else the only one holding ournet's, else the system's
+// default, else nft.
+func chooseMode(probes []probe, systemMode string) string {
+	for _, holds := range []func(probe) bool{
+		func(p probe) bool { return p.Docker },
+		func(p probe) bool { return p.Ournet },
+	} {
+		var modes []string
+		for _, p := range probes {
+			if holds(p) {
+				modes = append(modes, p.Mode)
+			}
+		}
+		if len(modes) == 1 {
+			return modes[0]
+		}
+	}
+	for _, p := range probes {
+		if p.Mode == systemMode {
+			return systemMode
+		}
+	}
+	return "nft"
+}
+
+// systemIptables is the command whose link names the system's default backend:
+// on a host the alternatives link, in the plugin's rootfs the link
+// build-rootfs.sh points at the host's default.
+var systemIptables = "/usr/sbin/iptables"
+
+// linkedMode is the backend a link to xtables-nft-multi or
+// xtables-legacy-multi names, "" when path is neither.
+func linkedMode(path string) string {
+	target, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return ""
+	}
+	switch base := filepath.Base(target); {
+	case strings.Contains(base, "legacy"):
+		return "legacy"
+	case strings.Contains(base, "nft"):
+		return "nft"
+	}
+	return ""
 }
 
 func holdsDocker(s Saved) bool {
 	return s.Table("nat").HasChain("DOCKER") || s.Table("filter").HasChain("DOCKER-USER") ||
 		s.Table("filter").HasChain("DOCKER-FORWARD") || s.Table("filter").HasChain("DOCKER")
+}
+
+// holdsOurnet reports whether any of ournet's chains is declared.
+func holdsOurnet(s Saved) bool {
+	for _, t := range s.Tables {
+		for _, c := range t.Chains {
+			if strings.HasPrefix(c, chainPrefix) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (b Backend) String() string {

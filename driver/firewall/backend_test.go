@@ -120,3 +120,63 @@ func TestNetnsApplyWhileXtablesLockHeld(t *testing.T) {
 	}
 	wantNoDrift(t, fw, networks)
 }
+
+// Auto's choice: dockerd's chains decide; Docker's nftables firewall leaves
+// none in iptables, so then ournet's own chains, then the system's default.
+func TestChooseMode(t *testing.T) {
+	nft, legacy := probe{Mode: "nft"}, probe{Mode: "legacy"}
+	with := func(p probe, docker, ournet bool) probe { p.Docker, p.Ournet = docker, ournet; return p }
+	for _, c := range []struct {
+		name   string
+		probes []probe
+		system string
+		want   string
+	}{
+		{"dockerd's chains in legacy", []probe{nft, with(legacy, true, false)}, "nft", "legacy"},
+		{"dockerd's chains in nft", []probe{with(nft, true, false), legacy}, "legacy", "nft"},
+		{"dockerd's chains win over ournet's", []probe{with(nft, false, true), with(legacy, true, false)}, "nft", "legacy"},
+		{"nftables dockerd, ournet's chains in legacy", []probe{nft, with(legacy, false, true)}, "nft", "legacy"},
+		{"nftables dockerd, fresh host, system legacy", []probe{nft, legacy}, "legacy", "legacy"},
+		{"nftables dockerd, fresh host, system nft", []probe{nft, legacy}, "nft", "nft"},
+		{"dockerd's chains in both, ournet's in legacy", []probe{with(nft, true, false), with(legacy, true, true)}, "nft", "legacy"},
+		{"dockerd's chains in both, system legacy", []probe{with(nft, true, false), with(legacy, true, false)}, "legacy", "legacy"},
+		{"system default does not work", []probe{nft}, "legacy", "nft"},
+		{"no system default", []probe{nft, legacy}, "", "nft"},
+		{"nothing works", nil, "legacy", "nft"},
+	} {
+		if got := chooseMode(c.probes, c.system); got != c.want {
+			t.Errorf("%s: chooseMode = %q, want %q", c.name, got, c.want)
+		}
+	}
+}
+
+// The system's default backend is read from where the iptables link points,
+// through the alternatives link as on Debian.
+func TestLinkedMode(t *testing.T) {
+	dir := t.TempDir()
+	link := func(name, target string) string {
+		path := filepath.Join(dir, name)
+		if err := os.Symlink(target, path); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	for _, name := range []string{"xtables-nft-multi", "xtables-legacy-multi", "other"} {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link("iptables-nft", "xtables-nft-multi")
+	link("iptables-legacy", "xtables-legacy-multi")
+	for _, c := range []struct{ path, want string }{
+		{link("alt-nft", filepath.Join(dir, "iptables-nft")), "nft"},
+		{link("iptables", link("alternatives-iptables", filepath.Join(dir, "iptables-legacy"))), "legacy"},
+		{link("rootfs-iptables", "xtables-nft-multi"), "nft"},
+		{link("unknown", "other"), ""},
+		{filepath.Join(dir, "missing"), ""},
+	} {
+		if got := linkedMode(c.path); got != c.want {
+			t.Errorf("linkedMode(%s) = %q, want %q", c.path, got, c.want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -403,10 +404,24 @@ func TestNetnsDetectBackend(t *testing.T) {
 		t.Skip(err)
 	}
 	legacy.Netns = ns
+	// No dockerd chains (Docker's nftables firewall): the system's default.
+	system := cmp.Or(linkedMode(systemIptables), "nft")
 	got, err := DetectBackendNetns(ctx, "auto", ns)
-	if err != nil || got.Mode != "nft" {
-		t.Errorf("empty namespace: %v, %v; want nft", got, err)
+	if err != nil || got.Mode != system {
+		t.Errorf("empty namespace: %v, %v; want the system's %s", got, err, system)
 	}
+	// ... unless ournet's own chains are in the other backend.
+	other := map[string]string{"nft": "legacy", "legacy": "nft"}[system]
+	otherB, err := NewBackend(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherB.Netns = ns
+	ipt(t, otherB, IPv4, "-N", ChainForward)
+	if got, err := DetectBackendNetns(ctx, "auto", ns); err != nil || got.Mode != other {
+		t.Errorf("only ournet's chains, in %s: %v, %v; want %s", other, got, err, other)
+	}
+	ipt(t, otherB, IPv4, "-X", ChainForward)
 	ipt(t, legacy, IPv4, "-N", "DOCKER-USER")
 	if got, err := DetectBackendNetns(ctx, "auto", ns); err != nil || got.Mode != "legacy" {
 		t.Errorf("dockerd chains in legacy: %v, %v; want legacy", got, err)
@@ -417,8 +432,8 @@ func TestNetnsDetectBackend(t *testing.T) {
 	nft, _ := NewBackend("nft")
 	nft.Netns = ns
 	ipt(t, nft, IPv4, "-t", "nat", "-N", "DOCKER")
-	if got, err := DetectBackendNetns(ctx, "auto", ns); err != nil || got.Mode != "nft" {
-		t.Errorf("dockerd chains in both: %v, %v; want nft", got, err)
+	if got, err := DetectBackendNetns(ctx, "auto", ns); err != nil || got.Mode != system {
+		t.Errorf("dockerd chains in both: %v, %v; want the system's %s", got, err, system)
 	}
 	if _, err := DetectBackendNetns(ctx, "iptables", ns); err == nil {
 		t.Error("setting iptables accepted")
