@@ -3,7 +3,7 @@
 # Prepares what it needs like the e2e suite (engine, plugin, test image), then prints the IPAM
 # allocator benchmarks and one table of engine-level measurements with ratios.
 #
-#   ENGINE=debian|moby29 scripts/bench.sh [faults|scale|lb]   (ROUNDS=5 pairs per row by default)
+#   ENGINE=debian|moby28|moby29|moby29nft scripts/bench.sh [faults|scale|lb]   (ROUNDS=5 pairs per row by default)
 #   With "faults": only the fault-injection table (make faults); it restarts the engine.
 #   With "scale": only the growth table (10,000 published ports, 200 containers and networks, 1,000
 #   endpoints for memory: about 15 minutes).
@@ -20,8 +20,9 @@ engine=${ENGINE:-debian}
 if ! docker info >/dev/null 2>&1; then
 	ENGINE=$engine scripts/engine.sh start
 fi
-if [[ -z ${ENGINE:-} ]] && pgrep -f /var/cache/ournet/moby29/bin/dockerd >/dev/null; then
-	engine=moby29
+# The engine engine.sh started last (moby29 and moby29nft run the same binary: ask engine.sh's state).
+if [[ -z ${ENGINE:-} && -s /run/ournet-engine/current ]]; then
+	engine=$(</run/ournet-engine/current)
 fi
 scripts/build-rootfs.sh build/plugin >/dev/null
 scripts/plugin.sh install build/plugin >/dev/null

@@ -33,7 +33,7 @@ const RequestTimeout = 5 * time.Second
 // Config says where everything is.
 type Config struct {
 	Repo     string // repository root: scripts/engine.sh restarts the engine
-	Engine   string // debian or moby29
+	Engine   string // scripts/engine.sh's ENGINE: debian, moby28, moby29 or moby29nft
 	Plugin   string // managed plugin, e.g. ournet/driver:latest
 	Driver   string // what -d takes, e.g. ournet
 	Image    string // the test image with busybox and probe
