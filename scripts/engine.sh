@@ -426,11 +426,15 @@ stop_leftovers() {
 	local engine=$1 root cpid
 	root=$(exec_root "$engine")
 	local address="$root/containerd/containerd.sock"
+	# /var/run is a link to /run: a shim may name either spelling of debian's default exec root.
+	local real_address
+	real_address="$(readlink -f "$root" 2>/dev/null || echo "$root")/containerd/containerd.sock"
 	local proc pid cmdline child
 	for proc in /proc/[0-9]*; do
 		pid=${proc#/proc/}
 		cmdline=$( { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null) || continue
-		[[ $cmdline == *containerd-shim-runc-v2\ * && $cmdline == *"-address $address "* ]] || continue
+		[[ $cmdline == *containerd-shim-runc-v2\ * ]] || continue
+		[[ $cmdline == *"-address $address "* || $cmdline == *"-address $real_address "* ]] || continue
 		# The shim's children are the container's (or plugin's) processes.
 		# shellcheck disable=SC2013 # one pid per line
 		for child in $(awk -v ppid="$pid" '$4 == ppid { print $1 }' /proc/[0-9]*/stat 2>/dev/null); do
