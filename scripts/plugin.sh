@@ -5,6 +5,8 @@
 #   scripts/plugin.sh install [DIR]   (re)create and enable the plugin from DIR (default build/plugin)
 #   scripts/plugin.sh uninstall       disable and remove it
 #   scripts/plugin.sh logs            the plugin's lines from the engine log
+#   scripts/plugin.sh push REF [DIR]  publish DIR as REF (REGISTRY/ournet/driver:TAG) with
+#                                     `docker plugin push`, leaving no local plugin named REF
 #
 # Docker (20.10 and 29 alike) registers a managed plugin's drivers under its full name with the tag:
 # `-d ournet:latest` works, `-d ournet` does not ("could not resolve driver ournet in registry").
@@ -153,6 +155,24 @@ remove_host_leftovers() {
 	done < <(ip -o link show | sed -n 's/^[0-9]*: \(on[-vc][0-9a-f]\{12\}\)[@:].*/\1/p')
 }
 
+cmd_push() {
+	local ref=${1:-} dir=${2:-$repo/build/plugin}
+	[[ $ref =~ ^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] ||
+		die "push: REF=$ref: want REGISTRY/ournet/driver:TAG, e.g. 127.0.0.1:5000/ournet/driver:v1 (make push REGISTRY=host:port TAG=...)"
+	[[ -f $dir/config.json && -d $dir/rootfs ]] || die "$dir has no config.json and rootfs/; run \`make plugin\` first"
+	engine_answers || die "push: no Docker engine answers (docker plugin create and push need one)"
+	if docker plugin inspect "$ref" >/dev/null 2>&1; then
+		[[ $(docker plugin inspect -f '{{.Enabled}}' "$ref") == false ]] ||
+			die "push: $ref is installed and enabled here; disable and remove it first (docker plugin disable $ref; docker plugin rm $ref)"
+		docker plugin rm "$ref" >/dev/null # a leftover of an interrupted push
+	fi
+	docker plugin create "$ref" "$dir" >/dev/null
+	# The local copy only exists to be pushed: it must not shadow an installed plugin.
+	trap 'docker plugin rm -f "$ref" >/dev/null 2>&1 || true' EXIT
+	docker plugin push "$ref"
+	echo "plugin.sh: pushed $ref; install it with: docker plugin install --grant-all-permissions $ref"
+}
+
 # dockerd logs a managed plugin's stdout and stderr with plugin=<full id>.
 cmd_logs() {
 	local id
@@ -167,8 +187,9 @@ case "${1:-}" in
 install) shift; cmd_install "$@" ;;
 uninstall) cmd_uninstall ;;
 logs) cmd_logs ;;
+push) shift; cmd_push "$@" ;;
 *)
-	echo "usage: $0 install [DIR] | uninstall | logs" >&2
+	echo "usage: $0 install [DIR] | uninstall | logs | push REF [DIR]" >&2
 	exit 2
 	;;
 esac
