@@ -96,10 +96,12 @@ cmd_stop() {
 	if pid=$(running_pid); then
 		kill -TERM "$pid" 2>/dev/null || true
 		for ((i = 0; i < 50; i++)); do # 5 s
-			[[ -d /proc/$pid ]] || break
+			running_pid >/dev/null || break # gone, or a zombie (its cmdline is empty)
 			sleep 0.1
 		done
-		kill -KILL "$pid" 2>/dev/null || true
+		if running_pid >/dev/null; then
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
 	fi
 	[[ $dir == /tmp/ournet-registry.* ]] && rm -rf "$dir"
 	rm -f "$STATE"
