@@ -9,9 +9,12 @@ PLUGIN_NAME ?= ournet/driver:latest
 PLUGIN_DIR ?= build/plugin
 FUZZTIME ?= 10s
 ACTIONLINT_VERSION ?= v1.7.12
+# make push: REGISTRY=host:port (required), TAG defaults to the commit (git describe).
+REGISTRY ?=
+TAG ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo latest)
 ENGINES := $(or $(ENGINE),debian moby28 moby29 moby29nft)
 
-.PHONY: build plugin install uninstall logs ports demo lint-workflows unit integration e2e test bench faults fuzz clean
+.PHONY: build plugin install push uninstall logs ports demo lint-workflows unit integration e2e test bench faults fuzz clean
 
 build:
 	$(GO) build ./...
@@ -24,6 +27,16 @@ plugin:
 install: plugin
 	PLUGIN_NAME=$(PLUGIN_NAME) scripts/plugin.sh install $(PLUGIN_DIR)
 	scripts/test-image.sh
+
+# Publishes the plugin as REGISTRY/ournet/driver:TAG, as a release would; users then run
+# docker plugin install --grant-all-permissions REGISTRY/ournet/driver:TAG
+ifneq ($(filter push,$(MAKECMDGOALS)),)
+ifeq ($(REGISTRY),)
+$(error make push: set REGISTRY=host:port, e.g. make push REGISTRY=127.0.0.1:5000 TAG=v1)
+endif
+endif
+push: plugin
+	scripts/plugin.sh push $(REGISTRY)/ournet/driver:$(TAG) $(PLUGIN_DIR)
 
 uninstall:
 	PLUGIN_NAME=$(PLUGIN_NAME) scripts/plugin.sh uninstall

@@ -55,6 +55,8 @@ func run() error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.serve(listener) }()
 	log.Info("ournet listening", "socket", cfg.Socket)
+	alias := serveAlias(srv, hostPluginsDir, cfg.Alias, log)
+	defer closeAlias(alias, log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -83,6 +85,17 @@ func run() error {
 	}
 	os.Remove(cfg.Socket)
 	return nil
+}
+
+// closeAlias removes the short name's socket, so dockerd no longer finds a
+// plugin of that name once this one is disabled or removed.
+func closeAlias(a *aliasSocket, log *slog.Logger) {
+	if a == nil {
+		return
+	}
+	if err := a.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		log.Warn("removing the short name's socket", "socket", a.path, "error", err)
+	}
 }
 
 // listen replaces a stale socket left by a crashed run; root only.

@@ -18,6 +18,9 @@ type settings struct {
 	IPTablesBackend string
 	HealInterval    time.Duration
 	Socket          string
+	// Alias is the short name served besides the full one (config.json sets
+	// "ournet"); empty: none.
+	Alias string
 }
 
 func loadSettings(getenv func(string) string) (settings, error) {
@@ -57,10 +60,32 @@ func loadSettings(getenv func(string) string) (settings, error) {
 		}
 		s.HealInterval = d
 	}
+	if v := getenv("ALIAS"); v != "" {
+		if !validAlias(v) {
+			return s, fmt.Errorf("ALIAS=%q: must be a bare name of at most 64 lowercase letters, digits, '.', '_' or '-' (such as ournet), or empty for no short name", v)
+		}
+		s.Alias = v
+	}
 	if v := getenv("SOCKET"); v != "" {
 		s.Socket = v
 	}
 	return s, nil
+}
+
+// validAlias: a file name in /run/docker/plugins that `-d NAME` can reach.
+func validAlias(name string) bool {
+	if len(name) == 0 || len(name) > 64 {
+		return false
+	}
+	for i, c := range name {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func newLogger(level slog.Level) *slog.Logger {

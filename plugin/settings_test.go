@@ -49,6 +49,11 @@ func TestLoadSettings(t *testing.T) {
 			t.Errorf("LOG_LEVEL=%s: %v", level, err)
 		}
 	}
+	for _, alias := range []string{"ournet", "net-2", "a.b_c"} {
+		if s, err := loadSettings(env(map[string]string{"ALIAS": alias})); err != nil || s.Alias != alias {
+			t.Errorf("ALIAS=%s: %q, %v", alias, s.Alias, err)
+		}
+	}
 	if s, err := loadSettings(env(map[string]string{"HEAL_INTERVAL": "1m30s"})); err != nil || s.HealInterval != 90*time.Second {
 		t.Errorf("HEAL_INTERVAL=1m30s: %v, %v", s.HealInterval, err)
 	}
@@ -64,6 +69,10 @@ func TestLoadSettingsErrors(t *testing.T) {
 		{"IPTABLES_BACKEND", "iptables", []string{`IPTABLES_BACKEND="iptables"`, "auto, nft or legacy"}},
 		{"HEAL_INTERVAL", "5", []string{`HEAL_INTERVAL="5"`, "duration"}},
 		{"HEAL_INTERVAL", "-1s", []string{`HEAL_INTERVAL="-1s"`, "0 to turn"}},
+		{"ALIAS", "ournet/driver", []string{`ALIAS="ournet/driver"`, "bare name", "empty for no short name"}},
+		{"ALIAS", "Ournet", []string{`ALIAS="Ournet"`, "lowercase"}},
+		{"ALIAS", "-ournet", []string{`ALIAS="-ournet"`}},
+		{"ALIAS", strings.Repeat("a", 65), []string{"at most 64"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
