@@ -46,9 +46,9 @@ type State struct {
 // Heal is the last run of the heal loop (HEAL_INTERVAL).
 type Heal struct {
 	At         time.Time `json:"at"`
-	Repaired   bool      `json:"repaired"`              // that run restored links or rules
+	Repaired   bool      `json:"repaired"`             // that run restored links or rules
 	LastRepair time.Time `json:"last_repair,omitzero"` // the last run that restored something
-	Error      string    `json:"error,omitempty"`       // why that run failed; empty when it did not
+	Error      string    `json:"error,omitempty"`      // why that run failed; empty when it did not
 }
 
 // Network is one ournet network. The engine's name for it is not known to
