@@ -80,7 +80,7 @@ func doctor(ctx context.Context, e *env) []finding {
 	checkStateFiles(e, st, haveStatus, add)
 	networks := len(st.Networks) > 0 || !haveStatus
 	checkKernel(e, st, haveStatus, add)
-	checkFirewall(ctx, e, networks, st, add)
+	checkFirewall(ctx, e, networks, add)
 	if haveStatus {
 		checkPortConflicts(e, st, add)
 	}
@@ -225,7 +225,7 @@ var ournetJumps = []struct{ table, chain, target string }{
 	{"raw", "PREROUTING", "OURNET-RAW-PREROUTING"},
 }
 
-func checkFirewall(ctx context.Context, e *env, networks bool, st status.Status, add func(finding)) {
+func checkFirewall(ctx context.Context, e *env, networks bool, add func(finding)) {
 	// Docker 29's nftables firewall keeps its rules in nft tables and
 	// leaves iptables, its FORWARD policy included, to others.
 	backend := "iptables"
