@@ -12,9 +12,11 @@ ACTIONLINT_VERSION ?= v1.7.12
 # make push: REGISTRY=host:port (required), TAG defaults to the commit (git describe).
 REGISTRY ?=
 TAG ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo latest)
+# Where the docker CLI finds the `docker ournet` command (also ~/.docker/cli-plugins).
+CLI_PLUGINS_DIR ?= /usr/local/lib/docker/cli-plugins
 ENGINES := $(or $(ENGINE),debian moby28 moby29 moby29nft)
 
-.PHONY: build plugin install push uninstall logs ports demo lint-workflows unit integration e2e test bench faults fuzz clean
+.PHONY: build plugin cli install push uninstall logs ports demo lint-workflows unit integration e2e test bench faults fuzz clean
 
 build:
 	$(GO) build ./...
@@ -22,10 +24,15 @@ build:
 plugin:
 	scripts/build-rootfs.sh $(PLUGIN_DIR)
 
+# The `docker ournet` CLI plugin.
+cli:
+	$(GO) build -o build/docker-ournet ./cmd/docker-ournet
+
 # Starts a test engine only when none answers; never restarts an engine that runs.
 # Also builds the small test image the README's examples use (no registry needed).
-install: plugin
+install: plugin cli
 	PLUGIN_NAME=$(PLUGIN_NAME) scripts/plugin.sh install $(PLUGIN_DIR)
+	install -D -m 0755 build/docker-ournet $(CLI_PLUGINS_DIR)/docker-ournet
 	scripts/test-image.sh
 
 # Publishes the plugin as REGISTRY/ournet/driver:TAG, as a release would; users then run
@@ -40,13 +47,14 @@ push: plugin
 
 uninstall:
 	PLUGIN_NAME=$(PLUGIN_NAME) scripts/plugin.sh uninstall
+	rm -f $(CLI_PLUGINS_DIR)/docker-ournet
 
 logs:
 	PLUGIN_NAME=$(PLUGIN_NAME) scripts/plugin.sh logs
 
 # Ports ournet publishes (docker port cannot show a remote driver's ports).
-ports:
-	@scripts/ports.sh
+ports: cli
+	@build/docker-ournet ports --plugin $(PLUGIN_NAME)
 
 demo:
 	scripts/demo.sh

@@ -21,6 +21,7 @@ import (
 	"github.com/ournet/ournet/driver/hostports"
 	"github.com/ournet/ournet/driver/ports"
 	"github.com/ournet/ournet/lb"
+	"github.com/ournet/ournet/status"
 	"github.com/ournet/ournet/store"
 )
 
@@ -117,6 +118,7 @@ type Driver struct {
 	startUp map[string]bool
 	// servingAddrs: member addresses in the last applied groups.
 	servingAddrs map[netip.Addr]bool
+	lastHeal     atomic.Pointer[status.Heal] // the heal loop's last run, for Status
 }
 
 // DefaultLockWait bounds how long a call waits for another change to finish,

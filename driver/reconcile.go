@@ -127,7 +127,9 @@ func (d *Driver) Heal(ctx context.Context) (bool, error) {
 	// must not stop the firewall from being checked and restored.
 	repaired, linkErr := d.healLinks()
 	fwRepaired, fwErr := d.healFirewall(ctx)
-	return repaired || fwRepaired, errors.Join(linkErr, fwErr)
+	err := errors.Join(linkErr, fwErr)
+	d.recordHeal(repaired || fwRepaired, err)
+	return repaired || fwRepaired, err
 }
 
 // healFirewall compares the live rules with the plan and restores them.

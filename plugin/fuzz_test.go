@@ -51,6 +51,7 @@ var apiRoutes = []string{
 	"/IpamDriver.RequestAddress",
 	"/IpamDriver.ReleaseAddress",
 	"/ournet.PublishedPorts",
+	"/ournet/status", // read-only: a POST gets 405
 }
 
 // OURNET_FUZZ_TRACE=1 go test -v -run FuzzPluginAPI/NAME ./plugin shows every reply of a seed.
@@ -170,6 +171,7 @@ func (p *fuzzPlugin) restart() {
 	}
 	p.network, p.ipam = nd, id
 	p.srv = newServer(quiet())
+	p.srv.statusFrom(nd.Status)
 	p.srv.start(nd, id, publishedPorts(nd))
 }
 

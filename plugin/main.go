@@ -175,6 +175,7 @@ func wire(ctx context.Context, cfg settings, log *slog.Logger, srv *server) (*dr
 		// leave every ournet network unusable.
 		log.Error("start-up reconciliation incomplete", "error", err)
 	}
+	srv.statusFrom(d.Status)
 	srv.start(d, ipamDriver, publishedPorts(d))
 	return d, nil
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/docker/go-plugins-helpers/ipam"
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/docker/go-plugins-helpers/sdk"
+
+	"github.com/ournet/ournet/status"
 )
 
 // manifest answers /Plugin.Activate for both APIs on the one socket.
@@ -29,6 +31,7 @@ type server struct {
 	network   network.Driver
 	ipam      ipam.Ipam
 	published func() any
+	status    func() (status.Status, error) // set by statusFrom before start; nil: 503
 }
 
 // readyWait bounds how long a call waits for start-up recovery; the
@@ -53,7 +56,44 @@ func newServer(log *slog.Logger) *server {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(s.published())
 	})
+	s.mux.HandleFunc(status.Path, s.serveStatus)
 	return s
+}
+
+// statusFrom sets what GET /ournet/status answers; call it before start.
+func (s *server) statusFrom(f func() (status.Status, error)) { s.status = f }
+
+// serveStatus answers `docker ournet`: read-only, so GET (and HEAD) only;
+// it reads the driver's state and never calls the Docker API.
+func (s *server) serveStatus(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeJSON(w, http.StatusMethodNotAllowed, errorReply{r.Method + " " + status.Path + ": the status is read-only; use GET"})
+		return
+	}
+	if !s.waitReady(w) {
+		return
+	}
+	if s.status == nil {
+		writeJSON(w, http.StatusServiceUnavailable, errorReply{"this plugin serves no status"})
+		return
+	}
+	st, err := s.status()
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, errorReply{err.Error()})
+		return
+	}
+	st.Version = buildVersion
+	writeJSON(w, http.StatusOK, st)
+}
+
+// buildVersion is computed once: reading the build info allocates.
+var buildVersion = status.BuildVersion()
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
 }
 
 // start hands over the drivers; calls waiting for them go ahead.
