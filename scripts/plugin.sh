@@ -168,8 +168,10 @@ cmd_push() {
 	fi
 	docker plugin create "$ref" "$dir" >/dev/null
 	# The local copy only exists to be pushed: it must not shadow an installed plugin.
-	trap 'docker plugin rm -f "$ref" >/dev/null 2>&1 || true' EXIT
-	docker plugin push "$ref"
+	local status=0
+	docker plugin push "$ref" || status=$?
+	docker plugin rm -f "$ref" >/dev/null 2>&1 || true
+	((status == 0)) || die "push: docker plugin push $ref failed (exit $status)"
 	echo "plugin.sh: pushed $ref; install it with: docker plugin install --grant-all-permissions $ref"
 }
 

@@ -108,8 +108,12 @@ func TestCLIPorts(t *testing.T) {
 
 	out, errOut, code = dockerOurnet(t, nil, "ports", "--format", "json")
 	var rows []struct {
-		Container, ContainerID, Proto, HostIP string
-		HostPort, ContainerPort               int
+		Container     string `json:"container"`
+		ContainerID   string `json:"container_id"`
+		Proto         string `json:"proto"`
+		HostIP        string `json:"host_ip"`
+		HostPort      int    `json:"host_port"`
+		ContainerPort int    `json:"container_port"`
 	}
 	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil {
 		t.Fatalf("docker ournet ports --format json: exit %d, not JSON:\n%s%s", code, out, errOut)

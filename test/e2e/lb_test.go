@@ -589,6 +589,10 @@ func TestLBHealth(t *testing.T) {
 }
 
 func TestLBSurvivesPluginRestart(t *testing.T) {
+	// Live-restore from the start, so the dockerd restart at the end keeps
+	// the containers running.
+	restartEngine(t, true)
+	t.Cleanup(func() { restartEngine(t, false) })
 	g := newLBNet(t, "172.237.8.0/24")
 	for range 3 {
 		g.httpMember(t, 0)
@@ -610,6 +614,37 @@ func TestLBSurvivesPluginRestart(t *testing.T) {
 	g.httpMember(t, 0)
 	got = countFrom(t, g.client, "http://tg-net:80/", 400)
 	wantExact(t, "a fourth member added after the restart", got, each(g.members, 100))
+
+	// A crash: the engine restarts the plugin, which restores the group.
+	before := pluginPID(t)
+	must(t, "kill", "-KILL", before)
+	eventually(t, 30*time.Second, "the engine restarts the killed plugin", func() error {
+		if out, _ := cmd("pgrep", "-f", "^/usr/bin/ournet"); out == "" || out == before {
+			return fmt.Errorf("plugin process not restarted (pid %q)", out)
+		}
+		return nil
+	})
+	eventually(t, 20*time.Second, "the group answers after the crash", func() error {
+		if got := countFrom(t, g.client, "http://tg-net:80/", 4); got.Failed != 0 || len(got.Counts) != 4 {
+			return fmt.Errorf("%v", got)
+		}
+		return nil
+	})
+	got = countFrom(t, g.client, "http://tg-net:80/", 400)
+	wantExact(t, "after SIGKILL of the plugin", got, each(g.members, 100))
+	wantPeriodic(t, "after SIGKILL of the plugin", got.Order, 4)
+
+	// dockerd restarts with live-restore: the containers keep running, the
+	// group keeps balancing.
+	restartEngine(t, true)
+	eventually(t, 30*time.Second, "the group answers after the dockerd restart", func() error {
+		if got := countFrom(t, g.client, "http://tg-net:80/", 4); got.Failed != 0 || len(got.Counts) != 4 {
+			return fmt.Errorf("%v", got)
+		}
+		return nil
+	})
+	got = countFrom(t, g.client, "http://tg-net:80/", 400)
+	wantExact(t, "after a dockerd restart (live-restore)", got, each(g.members, 100))
 }
 
 // Every bad option is refused naming the option, the container does not run,
@@ -698,7 +733,7 @@ func TestLBBadOptions(t *testing.T) {
 // exactly and in turn on each.
 func TestLBDualStackDockerIPAM(t *testing.T) {
 	g := &lbGroup{group: "web6"}
-	g.net = network(t, "-d", pluginName, "--ipv6", "--subnet", "172.237.9.0/24", "--subnet", "fd00:237:9::/64")
+	g.net = network(t, "-d", pluginName, "--ipv6", "--subnet", "172.237.11.0/24", "--subnet", "fd00:237:11::/64")
 	g.client = container(t, []string{"--net", g.net})
 	for range 2 {
 		g.httpMember(t, 0)
