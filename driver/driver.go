@@ -181,6 +181,15 @@ func New(c Config) (*Driver, error) {
 	d.flows = c.Flows
 	d.startUp = map[string]bool{}
 	for id, ep := range d.st.Endpoints {
+		// A hand-edited file must not install what the options would refuse
+		// (a weight of a million is a million rules; a bad name fails every
+		// firewall change): such an endpoint leaves its group.
+		if err := ep.LB.Validate(); err != nil {
+			d.log.Error("endpoint's target-group settings in the state file are invalid; it leaves its group", "endpoint", shortID(id), "error", err)
+			ep.LB = nil
+		}
+	}
+	for id, ep := range d.st.Endpoints {
 		if ep.Joined && ep.LB != nil && ep.LB.Member != nil {
 			d.startUp[id] = true
 		}
@@ -464,7 +473,7 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 		}
 		return createEndpointResponse(epCfg, existing), nil
 	}
-	if err := d.checkGroup(epCfg); err != nil {
+	if err := d.checkGroup(cfg, epCfg); err != nil {
 		return nil, err
 	}
 	ep := &Endpoint{ID: epCfg.ID, NetworkID: epCfg.NetworkID, IPv4: epCfg.IPv4, IPv6: epCfg.IPv6, LB: epCfg.LB}

@@ -123,13 +123,17 @@ func checkTargets(endpoints map[string]*Endpoint, startUp map[string]bool) []hea
 	return targets
 }
 
-// checkGroup refuses a second frontend for a group on one network: which
-// one would own the group's address would be a guess.
-func (d *Driver) checkGroup(cfg *EndpointConfig) error {
+// checkGroup refuses a second frontend for a group on one network (which
+// one would own the group's address would be a guess) and a frontend on an
+// internal network (which has no rules of its own to balance with).
+func (d *Driver) checkGroup(network *NetworkConfig, cfg *EndpointConfig) error {
 	if cfg.LB == nil || cfg.LB.Frontend == nil {
 		return nil
 	}
 	group := cfg.LB.Frontend.Group
+	if network.Internal {
+		return &OptionError{lb.OptFrontend, group, "target groups do not work on an --internal network: balance on a network that is not internal"}
+	}
 	for _, ep := range d.st.Endpoints {
 		if ep.ID != cfg.ID && ep.NetworkID == cfg.NetworkID && ep.LB != nil && ep.LB.Frontend != nil && ep.LB.Frontend.Group == group {
 			return &OptionError{lb.OptFrontend, group, fmt.Sprintf("group %s already has a frontend on this network (endpoint %s): one frontend per group and network; remove that container first", group, shortID(ep.ID))}

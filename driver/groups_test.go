@@ -239,3 +239,37 @@ func TestGroupsSurviveRestart(t *testing.T) {
 		t.Fatalf("member's spec after a restart: %+v", ep.LB)
 	}
 }
+
+func TestGroupFrontendOnInternalNetworkRefused(t *testing.T) {
+	h := newHarness(t)
+	if err := h.createNetwork(netA, 1, nil, map[string]interface{}{engineInternal: true}); err != nil {
+		t.Fatal(err)
+	}
+	err := h.createLB(epFE, "172.30.1.10/24", "ournet.lb.frontend=web")
+	if err == nil || !strings.Contains(err.Error(), `option ournet.lb.frontend="web": target groups do not work on an --internal network`) {
+		t.Fatalf("CreateEndpoint of a frontend on an internal network = %v", err)
+	}
+}
+
+// A state file edited by hand cannot install what the options refuse: the
+// endpoint leaves its group, the rest of the firewall still applies.
+func TestGroupInvalidSpecInStateIsDropped(t *testing.T) {
+	h := newHarness(t)
+	h.mustCreateNetwork(netA, 1, nil)
+	h.mustJoinLB(epFE, "172.30.1.10/24", "ournet.lb.frontend=web")
+	h.mustJoinLB(epM1, "172.30.1.11/24", "ournet.lb.group=web")
+	h.d.st.Endpoints[epM1].LB.Member.Weight = 1000000
+	if err := h.d.save(); err != nil {
+		t.Fatal(err)
+	}
+	h.restart()
+	if err := h.d.Reconcile(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if ep := h.d.st.Endpoints[epM1]; ep.LB != nil {
+		t.Fatalf("a weight of a million was kept: %+v", ep.LB.Member)
+	}
+	if g := h.group(); g == nil || len(g.Backends) != 0 {
+		t.Fatalf("group after the restart: %+v, want the frontend without members", g)
+	}
+}

@@ -79,6 +79,9 @@ func (d *Driver) releaseVanished(names []string) bool {
 		ep.Joined = false
 	}
 	d.unpublish(gone...)
+	if len(gone) > 0 {
+		d.syncChecks() // a vanished member is no longer checked
+	}
 	return len(gone) > 0
 }
 

@@ -39,6 +39,7 @@ func TestNetnsTargetGroup(t *testing.T) {
 			ns := netnstest.New(t)
 			ex(host, "ip", "link", "add", "ve-"+name, "type", "veth", "peer", "name", "eth0", "netns", ns)
 			ex(host, "ip", "link", "set", "ve-"+name, "master", "on-g", "up")
+			ex(host, "ip", "link", "set", "ve-"+name, "type", "bridge_slave", "hairpin", "on") // as the driver does
 			ex(ns, "ip", "addr", "add", ip+"/24", "dev", "eth0")
 			ex(ns, "ip", "link", "set", "eth0", "up")
 			ex(ns, "ip", "link", "set", "lo", "up")
@@ -47,9 +48,11 @@ func TestNetnsTargetGroup(t *testing.T) {
 		}
 		members := []string{"m1", "m2", "m3"}
 		var group []Member
+		var memberNS []string
 		for i, name := range members {
 			ip := fmt.Sprintf("172.30.0.%d", 11+i)
 			ns := attach(name, ip)
+			memberNS = append(memberNS, ns)
 			netnstest.ServeTCP(t, ns, ":80", netnstest.Answer(name))
 			serveUDP(t, ns, ":53", name)
 			group = append(group, Member{ID: name + "-endpoint", Addrs: []netip.Addr{addr(ip)}})
@@ -129,9 +132,10 @@ func TestNetnsTargetGroup(t *testing.T) {
 			t.Errorf("30 UDP flows at 3/1/1: got %v, want m1:18 m2:6 m3:6", counts)
 		}
 
-		// No healthy member: refused at once, from the network and from outside.
+		// No healthy member: refused at once, from the network, from outside
+		// and from the host, though the frontend itself listens.
 		apply(Group{})
-		for _, c := range []struct{ ns, to string }{{client, "172.30.0.10:80"}, {outside, "192.0.2.1:8080"}} {
+		for _, c := range []struct{ ns, to string }{{client, "172.30.0.10:80"}, {outside, "192.0.2.1:8080"}, {host, "172.30.0.10:80"}} {
 			start := time.Now()
 			var err error
 			netnstest.Do(t, c.ns, func() {
@@ -143,6 +147,16 @@ func TestNetnsTargetGroup(t *testing.T) {
 			if !errors.Is(err, syscall.ECONNREFUSED) || time.Since(start) > time.Second {
 				t.Errorf("no member, %s to %s: got %v after %v, want connection refused at once", c.ns, c.to, err, time.Since(start).Round(time.Millisecond))
 			}
+		}
+
+		// A member sent to itself by its group is answered, like any client.
+		apply(Group{Backends: group[:2]})
+		var self []string
+		for range 4 {
+			self = append(self, netnstest.DialTCP(t, memberNS[0], "172.30.0.10:80", 5*time.Second))
+		}
+		if !slices.Equal(self, []string{"m1", "m2", "m1", "m2"}) {
+			t.Errorf("m1 connecting to its own group: got %q, want m1 m2 m1 m2", self)
 		}
 
 		// Source: the same client address always reaches the same member.

@@ -106,6 +106,10 @@ const (
 	// ChainLB (nat, from PREROUTING and OUTPUT) sends new connections to a
 	// frontend's address into its group's chain.
 	ChainLB = "OURNET-LB"
+	// ChainLBLocal (filter, from OUTPUT) refuses the host's own new
+	// connections to a frontend that no member took, as OURNET-IN-<net>
+	// does for forwarded ones.
+	ChainLBLocal = "OURNET-LB-LOCAL"
 	// ChainRawPrerouting (table raw) drops loopback-addressed packets that
 	// come from outside before DNAT or routing can see them.
 	ChainRawPrerouting = "OURNET-RAW-PREROUTING"
@@ -205,8 +209,11 @@ func Render(family Family, networks []Network) Ruleset {
 	nets := familyNetworks(family, networks)
 	filter := Table{
 		Name:   "filter",
-		Chains: []Chain{{Name: ChainForward}},
-		Jumps:  []Jump{{From: "FORWARD", Rule: Rule{"-j", ChainForward}, First: true}},
+		Chains: []Chain{{Name: ChainForward}, {Name: ChainLBLocal}},
+		Jumps: []Jump{
+			{From: "FORWARD", Rule: Rule{"-j", ChainForward}, First: true},
+			{From: "OUTPUT", Rule: Rule{"-j", ChainLBLocal}},
+		},
 	}
 	nat := Table{
 		Name:   "nat",
@@ -251,6 +258,9 @@ func Render(family Family, networks []Network) Ruleset {
 		}
 	}
 	filter.Chains[0].Rules = forward
+	for _, n := range nets {
+		filter.Chains[1].Rules = append(filter.Chains[1].Rules, refuseRules(n)...)
+	}
 	// Connections from the host itself go through the same DNAT chains.
 	nat.Chains[0].Rules, nat.Chains[1].Rules, nat.Chains[2].Rules, nat.Chains[3].Rules = dnat, slices.Clone(dnat), postrouting, lb
 	// raw: the loopback guard, before conntrack and NAT see anything.
@@ -455,16 +465,7 @@ func inRules(n familyNetwork) []Rule {
 	if n.ICC {
 		verdict = "ACCEPT"
 	}
-	var rules []Rule
-	// A frontend's own process never sees a new connection: what its group
-	// did not send to a member (none healthy) is refused, not blackholed.
-	for _, g := range n.groups {
-		for _, vip := range g.vips {
-			rules = append(rules,
-				rule(args("-d", hostPrefix(vip), "-p", "tcp", "-m", "conntrack", "--ctstate", "NEW"), g.comment, args("-j", "REJECT", "--reject-with", "tcp-reset")),
-				rule(args("-d", hostPrefix(vip), "-p", "udp", "-m", "conntrack", "--ctstate", "NEW"), g.comment, args("-j", "REJECT", "--reject-with", unreachable(vip))))
-		}
-	}
+	rules := refuseRules(n)
 	rules = append(rules, rule(args("-i", n.Bridge), n.comment, args("-j", verdict)))
 	if !n.Internal {
 		rules = append(rules, rule(args("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"), n.comment, args("-j", "ACCEPT")))
@@ -498,6 +499,21 @@ func portSpan(first, last uint16) string {
 		span += ":" + strconv.Itoa(int(last))
 	}
 	return span
+}
+
+// refuseRules: a frontend's own process never sees a new connection. What
+// its group did not send to a member (none serving) is refused, not
+// blackholed; balanced connections no longer have the frontend's address.
+func refuseRules(n familyNetwork) []Rule {
+	var rules []Rule
+	for _, g := range n.groups {
+		for _, vip := range g.vips {
+			rules = append(rules,
+				rule(args("-d", hostPrefix(vip), "-p", "tcp", "-m", "conntrack", "--ctstate", "NEW"), g.comment, args("-j", "REJECT", "--reject-with", "tcp-reset")),
+				rule(args("-d", hostPrefix(vip), "-p", "udp", "-m", "conntrack", "--ctstate", "NEW"), g.comment, args("-j", "REJECT", "--reject-with", unreachable(vip))))
+		}
+	}
+	return rules
 }
 
 func unreachable(a netip.Addr) string {
@@ -637,15 +653,21 @@ func postroutingRules(family Family, n familyNetwork) []Rule {
 			rules = append(rules, rule(args("-s", s.String(), "!", "-o", n.Bridge), n.comment, args("-j", "MASQUERADE")))
 		}
 	}
-	if len(n.endpoints) == 0 {
-		return rules
-	}
 	// A frontend's own network reaches its members through the bridge:
 	// they see the client's address (br_netfilter translates the replies).
+	// Only a member sent to itself must see the gateway's: a packet from
+	// its own address is a martian to it.
 	for _, g := range n.groups {
+		for _, b := range g.members {
+			self := hostPrefix(b.addr)
+			rules = append(rules, rule(args("-s", self, "-d", self, "-o", n.Bridge, "-m", "conntrack", "--ctstate", "DNAT"), g.comment, args("-j", "MASQUERADE")))
+		}
 		for _, vip := range g.vips {
 			rules = append(rules, rule(args("-m", "conntrack", "--ctstate", "DNAT", "--ctorigdst", vip.String()), g.comment, args("-j", "RETURN")))
 		}
+	}
+	if len(n.endpoints) == 0 {
+		return rules
 	}
 	// Hairpin: a container reaching a published port of its own network
 	// must see the reply come back through the host, not directly.

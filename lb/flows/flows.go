@@ -21,10 +21,11 @@ type Cleaner struct {
 	Handle *netlink.Handle
 }
 
-// ClearUDP deletes every UDP conntrack entry whose reply comes from one of
-// addrs: the flows a group sent to those members (their original
-// destination was the frontend or a published port). Flows the members
-// started themselves reply from elsewhere and are kept.
+// ClearUDP deletes every destination-translated UDP conntrack entry whose
+// reply comes from one of addrs: the flows a group sent to those members
+// (their original destination was the frontend or a published port).
+// Flows the members started themselves reply from elsewhere, and flows sent
+// to a member's own address were not translated: both are kept.
 func (c Cleaner) ClearUDP(addrs []netip.Addr) error {
 	var errs []error
 	for _, family := range []struct {
@@ -61,5 +62,5 @@ func (f replyFrom) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 		return false
 	}
 	a, ok := netip.AddrFromSlice(flow.Reverse.SrcIP)
-	return ok && f.addrs[a.Unmap()]
+	return ok && f.addrs[a.Unmap()] && !flow.Forward.DstIP.Equal(flow.Reverse.SrcIP)
 }

@@ -3,6 +3,7 @@ package flows
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/ournet/ournet/internal/netnstest"
@@ -24,11 +25,17 @@ func TestNetnsClearUDP(t *testing.T) {
 		}
 		return f
 	}
+	direct := func(sport uint16) *netlink.ConntrackFlow {
+		f := flow(unix.IPPROTO_UDP, "10.0.0.11", sport)
+		f.Forward.DstIP = net.ParseIP("10.0.0.11").To4()
+		return f
+	}
 	for _, f := range []*netlink.ConntrackFlow{
 		flow(unix.IPPROTO_UDP, "10.0.0.11", 1000),
 		flow(unix.IPPROTO_UDP, "10.0.0.11", 1001),
 		flow(unix.IPPROTO_TCP, "10.0.0.11", 1002),
 		flow(unix.IPPROTO_UDP, "10.0.0.12", 1003),
+		direct(1004), // to the member's own address: not the group's
 	} {
 		if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, f); err != nil {
 			t.Skipf("conntrack over netlink unavailable: %v", err)
@@ -45,7 +52,8 @@ func TestNetnsClearUDP(t *testing.T) {
 	for _, f := range left {
 		got = append(got, f.Forward.SrcPort)
 	}
-	if len(got) != 2 || !(got[0] == 1002 && got[1] == 1003 || got[0] == 1003 && got[1] == 1002) {
-		t.Errorf("flows left by source port: %v, want the TCP flow (1002) and the other member's UDP flow (1003)", got)
+	slices.Sort(got)
+	if !slices.Equal(got, []uint16{1002, 1003, 1004}) {
+		t.Errorf("flows left by source port: %v, want the TCP flow (1002), the other member's UDP flow (1003) and the direct one (1004)", got)
 	}
 }
