@@ -171,7 +171,9 @@ func TestCLIGroups(t *testing.T) {
 		return fmt.Errorf("no group on %s: %s", g.net, out)
 	})
 	out, _, code := dockerOurnet(t, nil, "groups")
-	if code != 0 || !hasLine(out, g.net, g.group, g.fe+" ("+g.feIP+")", "roundrobin", "tcp:80", m1, "3", "serving") || !hasLine(out, m2, "1", "serving") {
+	// The group's columns are on its first member's line; members come in endpoint ID order.
+	if code != 0 || !hasLine(out, g.net, g.group, g.fe+" ("+g.feIP+")", "roundrobin", "tcp:80", "serving") ||
+		!hasLine(out, m1, "3", "serving") || !hasLine(out, m2, "1", "serving") {
 		t.Fatalf("docker ournet groups:\n%s", out)
 	}
 }
