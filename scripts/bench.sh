@@ -50,7 +50,10 @@ lb_tools() {
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 	if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
-		systemctl disable --now nginx.service haproxy.service >/dev/null 2>&1 || true
+		local pkg # only the services of what this function installed, never a user's own
+		for pkg in "${missing[@]}"; do
+			systemctl disable --now "$pkg.service" >/dev/null 2>&1 || true
+		done
 	fi
 	# Without systemd an init script may have started them: stop only what the install started with
 	# the packages' own configs (nginx's default config is /etc/nginx/nginx.conf when no -c is given).

@@ -503,8 +503,14 @@ cmd_start() {
 		die "another Docker engine (not started by engine.sh) answers on $SOCKET; stop it first"
 	fi
 	if [[ $engine == moby29nft ]]; then
-		# Before dockerd starts: the engine and the plugin come up on a host like a fresh one.
-		drop_docker_iptables
+		# Before dockerd starts: the engine and the plugin come up on a host like a fresh one. That
+		# rewrites the host's iptables (FORWARD policy, DOCKER-USER), so only on a throwaway machine:
+		# .ci/run sets OURNET_FRESH_FIREWALL=1.
+		if [[ ${OURNET_FRESH_FIREWALL:-0} == 1 ]]; then
+			drop_docker_iptables
+		else
+			log "keeping the host's iptables rules (set OURNET_FRESH_FIREWALL=1 on a throwaway machine to start moby29nft on a fresh-host firewall)"
+		fi
 		ensure_ip_forward
 	fi
 	launch "$engine" "${wanted[@]}"
