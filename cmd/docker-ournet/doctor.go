@@ -143,6 +143,11 @@ func checkStatus(ctx context.Context, e *env, add func(finding)) (status.Status,
 // plugin named ournet, a spec file or socket the engine finds by name.
 func checkAlias(e *env, add func(finding)) {
 	fix := "make install publishes it; or use the full name: -d " + e.plugin
+	// dockerd's order: the socket, then a spec file (moby pkg/plugins/discovery.go).
+	if _, live := e.isSocket(aliasSocket); live {
+		add(finding{"alias", levelOK, "-d ournet resolves: " + aliasSocket, ""})
+		return
+	}
 	if raw, err := e.readFile(aliasSpec); err == nil {
 		target := strings.TrimPrefix(strings.TrimSpace(string(raw)), "unix://")
 		switch exists, live := e.isSocket(target); {
@@ -153,10 +158,6 @@ func checkAlias(e *env, add func(finding)) {
 		default:
 			add(finding{"alias", levelFail, fmt.Sprintf("%s names %s, which does not exist", aliasSpec, target), fix})
 		}
-		return
-	}
-	if _, live := e.isSocket(aliasSocket); live {
-		add(finding{"alias", levelOK, "-d ournet resolves: " + aliasSocket, ""})
 		return
 	}
 	add(finding{"alias", levelWarn, fmt.Sprintf("no %s or %s: `docker network create -d ournet` fails with \"could not resolve driver\"", aliasSpec, aliasSocket), fix})

@@ -135,3 +135,16 @@ func TestDoctorJSON(t *testing.T) {
 		t.Fatalf("exit %d %v: %s", code, err, out)
 	}
 }
+
+// dockerd looks for /run/docker/plugins/NAME.sock before any spec file
+// (moby pkg/plugins/discovery.go): a live socket there resolves -d ournet
+// whatever a spec file left by an older install names.
+func TestDoctorAliasSocketBeforeStaleSpec(t *testing.T) {
+	h := newFakeHost()
+	h.sockets = map[string]bool{aliasSocket: true} // the old spec's target is gone
+	for _, f := range doctor(t.Context(), h.env()) {
+		if f.Check == "alias" && f.Level != levelOK {
+			t.Fatalf("alias %s: %s; -d ournet resolves through %s", f.Level, f.Detail, aliasSocket)
+		}
+	}
+}

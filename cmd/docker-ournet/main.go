@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,14 +67,40 @@ type options struct {
 	format  string // "table" or "json"
 	plugin  string
 	help    bool
+	// docker is the docker CLI's global options that came before "ournet"
+	// (-H, --context, ...): every docker command this plugin runs gets them.
+	docker []string
+}
+
+// dockerValueFlags are the docker CLI's global options that take a value.
+var dockerValueFlags = map[string]bool{"-c": true, "--context": true, "-H": true, "--host": true, "-l": true,
+	"--log-level": true, "--config": true, "--tlscacert": true, "--tlscert": true, "--tlskey": true}
+
+// splitGlobal returns the docker CLI's global options before the plugin's
+// name and the arguments after it; ok is false when args do not have that
+// shape (the program run directly: `docker-ournet ports`).
+func splitGlobal(args []string) (global, rest []string, ok bool) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "ournet" {
+			return args[:i], args[i+1:], true
+		}
+		if !strings.HasPrefix(a, "-") {
+			return nil, args, false
+		}
+		if name, _, hasValue := strings.Cut(a, "="); dockerValueFlags[name] && !hasValue {
+			i++
+		}
+	}
+	return nil, args, false
 }
 
 // parseArgs accepts flags before and after the command, as docker does.
 // When the docker CLI runs the plugin, the first argument is "ournet".
 func parseArgs(args []string) (options, error) {
 	o := options{format: "table", plugin: defaultPlugin}
-	if len(args) > 0 && args[0] == "ournet" {
-		args = args[1:]
+	if global, rest, ok := splitGlobal(args); ok {
+		o.docker, args = global, rest
 	}
 	var positional []string
 	for i := 0; i < len(args); i++ {
@@ -139,6 +166,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, e *env) i
 		return 0
 	}
 	e.plugin = o.plugin
+	if len(o.docker) > 0 {
+		next := e.run
+		e.run = func(ctx context.Context, name string, args ...string) ([]byte, error) {
+			if name == "docker" {
+				args = append(slices.Clone(o.docker), args...)
+			}
+			return next(ctx, name, args...)
+		}
+	}
 	switch o.command {
 	case "ports":
 		if len(o.args) > 1 {

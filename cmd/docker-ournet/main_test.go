@@ -330,3 +330,35 @@ func TestProcListeners(t *testing.T) {
 		t.Fatal("overlaps")
 	}
 }
+
+// The docker CLI runs a plugin with the full original arguments, global
+// options first (docker/cli cli-plugins/manager PluginRunCommand: os.Args[1:];
+// the spec: `docker-$name [GLOBAL OPTIONS] $name [OPTIONS AND FURTHER SUB COMMANDS]`).
+func TestParseArgsAfterDockerGlobalOptions(t *testing.T) {
+	for _, args := range [][]string{
+		{"-D", "ournet", "ports"},
+		{"--context", "ci", "ournet", "ports"},
+		{"-H", "unix:///run/other.sock", "ournet", "ports"},
+		{"--log-level=debug", "ournet", "ports"},
+	} {
+		got, err := parseArgs(args)
+		if err != nil || got.command != "ports" {
+			t.Errorf("%q: %+v, %v; want the ports command", args, got, err)
+		}
+	}
+}
+
+// `docker -H X ournet ports` asks the engine at X, not the default one.
+func TestDockerGlobalOptionsReachDocker(t *testing.T) {
+	h := newFakeHost()
+	for line, out := range h.commands {
+		if rest, ok := strings.CutPrefix(line, "docker "); ok {
+			delete(h.commands, line)
+			h.commands["docker -H unix:///run/other.sock "+rest] = out
+		}
+	}
+	code, out, errOut := runFake(t, h, "-H", "unix:///run/other.sock", "ournet", "ports")
+	if code != 0 || !strings.Contains(out, "web") {
+		t.Fatalf("exit %d\n%s%s\nran %q", code, out, errOut, h.ran)
+	}
+}
