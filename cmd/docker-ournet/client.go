@@ -45,6 +45,11 @@ func (e *env) socket(ctx context.Context) (string, error) {
 	}
 	info, err := e.inspectPlugin(ctx)
 	if err != nil {
+		// Installed from a registry, the plugin has another name; the short
+		// name's socket serves the same API.
+		if _, live := e.isSocket(aliasSocket); live && e.plugin == defaultPlugin {
+			return aliasSocket, nil
+		}
 		return "", err
 	}
 	if !info.Enabled {

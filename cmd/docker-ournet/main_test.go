@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
@@ -351,12 +352,14 @@ func TestParseArgsAfterDockerGlobalOptions(t *testing.T) {
 // `docker -H X ournet ports` asks the engine at X, not the default one.
 func TestDockerGlobalOptionsReachDocker(t *testing.T) {
 	h := newFakeHost()
+	moved := map[string]string{}
 	for line, out := range h.commands {
 		if rest, ok := strings.CutPrefix(line, "docker "); ok {
-			delete(h.commands, line)
-			h.commands["docker -H unix:///run/other.sock "+rest] = out
+			delete(h.commands, line) // deleting during range is fine; adding is not
+			moved["docker -H unix:///run/other.sock "+rest] = out
 		}
 	}
+	maps.Copy(h.commands, moved)
 	code, out, errOut := runFake(t, h, "-H", "unix:///run/other.sock", "ournet", "ports")
 	if code != 0 || !strings.Contains(out, "web") {
 		t.Fatalf("exit %d\n%s%s\nran %q", code, out, errOut, h.ran)
