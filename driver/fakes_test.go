@@ -201,6 +201,18 @@ func (c *fakeChecker) set(key string, up bool) {
 type fakeFlows struct {
 	mu      sync.Mutex
 	cleared []netip.Addr
+	counts  map[netip.Addr]int
+}
+
+// Count answers counts (nil: none tracked).
+func (f *fakeFlows) Count(addrs []netip.Addr) (map[netip.Addr]int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[netip.Addr]int{}
+	for _, a := range addrs {
+		out[a] = f.counts[a]
+	}
+	return out, nil
 }
 
 func (f *fakeFlows) ClearUDP(addrs []netip.Addr) error {

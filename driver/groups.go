@@ -30,6 +30,8 @@ type Checker interface {
 // instead of following the old entry into nothing.
 type FlowCleaner interface {
 	ClearUDP(addrs []netip.Addr) error
+	// Count: the group connections the kernel tracks per member address.
+	Count(addrs []netip.Addr) (map[netip.Addr]int, error)
 }
 
 // serves reports whether a joined member serves its group now: always

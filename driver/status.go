@@ -34,7 +34,44 @@ func (d *Driver) Status() (status.Status, error) {
 	if r, ok := d.checker.(healthReporter); ok {
 		addHealth(st.Groups, r.Status())
 	}
+	if d.flows != nil {
+		d.addConnections(st.Groups)
+	}
 	return st, nil
+}
+
+// addConnections counts each joined member's tracked connections (one
+// conntrack dump per family). A failure leaves the counts out.
+func (d *Driver) addConnections(groups []status.Group) {
+	var addrs []netip.Addr
+	for _, g := range groups {
+		for _, m := range g.Members {
+			if m.Joined {
+				addrs = append(addrs, m.Addresses...)
+			}
+		}
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	counts, err := d.flows.Count(addrs)
+	if err != nil {
+		d.log.Warn("counting the connections of group members", "error", err)
+		return
+	}
+	for gi := range groups {
+		for mi := range groups[gi].Members {
+			m := &groups[gi].Members[mi]
+			if !m.Joined {
+				continue
+			}
+			n := 0
+			for _, a := range m.Addresses {
+				n += counts[a]
+			}
+			m.Connections = &n
+		}
+	}
 }
 
 // recordHeal keeps the outcome of one heal-loop run for Status.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -47,6 +48,7 @@ func TestStatusDocument(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.checker.set(epM1, true)
+	h.flows.counts = map[netip.Addr]int{netip.MustParseAddr("172.30.1.11"): 7}
 
 	st, err := h.d.Status()
 	if err != nil {
@@ -77,9 +79,9 @@ func TestStatusDocument(t *testing.T) {
    "check": {"port": 81, "interval": "2s", "timeout": "500ms", "fall": 2, "rise": 2},
    "members": [
     {"endpoint_id": "`+epM1+`", "addresses": ["172.30.1.11"], "weight": 3, "joined": true, "serving": true,
-     "health": {"up": true, "successes": 3, "failures": 0, "last_check": "2025-01-02T03:04:05Z"}},
+     "health": {"up": true, "successes": 3, "failures": 0, "last_check": "2025-01-02T03:04:05Z"}, "connections": 7},
     {"endpoint_id": "`+epM2+`", "addresses": ["172.30.1.12"], "weight": 1, "joined": true, "serving": false,
-     "health": {"up": false, "successes": 0, "failures": 2, "last_error": "connect: connection refused", "last_check": "2025-01-02T03:04:05Z"}},
+     "health": {"up": false, "successes": 0, "failures": 2, "last_error": "connect: connection refused", "last_check": "2025-01-02T03:04:05Z"}, "connections": 0},
     {"endpoint_id": "`+epM3+`", "addresses": ["172.30.1.13"], "weight": 1, "joined": false, "serving": false}
    ]}]
 }`), "", "  ")

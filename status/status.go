@@ -124,6 +124,9 @@ type Member struct {
 	Joined     bool         `json:"joined"`
 	Serving    bool         `json:"serving"`          // new connections may reach it now
 	Health     *Health      `json:"health,omitempty"` // nil: not checked
+	// Connections the group sent to it that conntrack still tracks (open,
+	// and TCP ones closed within the last two minutes); nil: not counted.
+	Connections *int `json:"connections,omitempty"`
 }
 
 // Health is a member's health check state.

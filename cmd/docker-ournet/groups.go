@@ -39,6 +39,9 @@ type memberView struct {
 	Serving    bool           `json:"serving"`
 	State      string         `json:"state"` // what the table shows: serving, down: connection refused, ...
 	Health     *status.Health `json:"health,omitempty"`
+	// Connections the group sent it that the kernel tracks (open, and TCP
+	// ones closed in the last two minutes); null when not counted.
+	Connections *int `json:"connections"`
 }
 
 func cmdGroups(ctx context.Context, e *env, format string, w io.Writer) error {
@@ -70,7 +73,7 @@ func groupViews(st status.Status, endpoints map[string]container, networks map[s
 		}
 		for _, m := range g.Members {
 			v.Members = append(v.Members, memberView{Container: name(m.EndpointID), EndpointID: m.EndpointID, Addresses: m.Addresses,
-				Weight: m.Weight, Running: m.Joined, Serving: m.Serving, State: memberState(g, m), Health: m.Health})
+				Weight: m.Weight, Running: m.Joined, Serving: m.Serving, State: memberState(g, m), Health: m.Health, Connections: m.Connections})
 		}
 		views = append(views, v)
 	}
@@ -109,7 +112,7 @@ func addrs(a []netip.Addr) string {
 // first line only.
 func writeGroups(w io.Writer, views []groupView) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-	fmt.Fprintln(tw, "NETWORK\tGROUP\tFRONTEND\tALGORITHM\tCHECK\tMEMBER\tWEIGHT\tSTATE")
+	fmt.Fprintln(tw, "NETWORK\tGROUP\tFRONTEND\tALGORITHM\tCHECK\tMEMBER\tWEIGHT\tCONNECTIONS\tSTATE")
 	for _, g := range views {
 		frontend := "(none)"
 		if f := g.Frontend; f != nil {
@@ -124,13 +127,17 @@ func writeGroups(w io.Writer, views []groupView) error {
 		}
 		lead := fmt.Sprintf("%s\t%s\t%s\t%s\t%s", g.Network, g.Group, frontend, cmp.Or(g.Algorithm, "-"), check)
 		if len(g.Members) == 0 {
-			fmt.Fprintf(tw, "%s\t(none)\t\t\n", lead)
+			fmt.Fprintf(tw, "%s\t(none)\t\t\t\n", lead)
 		}
 		for i, m := range g.Members {
 			if i > 0 {
 				lead = "\t\t\t\t"
 			}
-			fmt.Fprintf(tw, "%s\t%s (%s)\t%d\t%s\n", lead, m.Container, addrs(m.Addresses), m.Weight, m.State)
+			conns := "-"
+			if m.Connections != nil {
+				conns = fmt.Sprint(*m.Connections)
+			}
+			fmt.Fprintf(tw, "%s\t%s (%s)\t%d\t%s\t%s\n", lead, m.Container, addrs(m.Addresses), m.Weight, conns, m.State)
 		}
 	}
 	return tw.Flush()

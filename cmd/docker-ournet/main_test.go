@@ -25,8 +25,10 @@ const (
 	webCID = "c0c0c0c0c0c00000000000000000000000000000000000000000000000000001"
 )
 
+var twelve = 12
+
 // testStatus: a network with a container publishing two ports and a checked
-// group with one member serving and one failing.
+// group with one member serving (12 connections) and one failing (not counted).
 func testStatus() status.Status {
 	a := netip.MustParseAddr
 	return status.Status{Format: 1, Version: "abc123", StateVersion: 3, State: status.State{Trusted: true},
@@ -43,7 +45,7 @@ func testStatus() status.Status {
 			Check:    &status.Check{Port: 80, Interval: "1s", Timeout: "500ms", Fall: 2, Rise: 2},
 			Members: []status.Member{
 				{EndpointID: m1EP, Addresses: []netip.Addr{a("172.30.1.11")}, Weight: 3, Joined: true, Serving: true,
-					Health: &status.Health{Up: true, Successes: 5}},
+					Health: &status.Health{Up: true, Successes: 5}, Connections: &twelve},
 				{EndpointID: m2EP, Addresses: []netip.Addr{a("172.30.1.12")}, Weight: 1, Joined: true,
 					Health: &status.Health{Failures: 2, LastError: "connect: connection refused"}},
 			}}},
@@ -275,9 +277,9 @@ func TestOurnetSocketOverride(t *testing.T) {
 
 func TestGroupsTable(t *testing.T) {
 	code, out, errOut := runFake(t, newFakeHost(), "ournet", "groups")
-	want := "NETWORK   GROUP   FRONTEND             ALGORITHM    CHECK             MEMBER                WEIGHT   STATE\n" +
-		"lab       shop    shop (172.30.1.10)   roundrobin   tcp:80 every 1s   shop1 (172.30.1.11)   3        serving\n" +
-		"                                                                      shop2 (172.30.1.12)   1        down: connect: connection refused (2 failed)\n"
+	want := "NETWORK   GROUP   FRONTEND             ALGORITHM    CHECK             MEMBER                WEIGHT   CONNECTIONS   STATE\n" +
+		"lab       shop    shop (172.30.1.10)   roundrobin   tcp:80 every 1s   shop1 (172.30.1.11)   3        12            serving\n" +
+		"                                                                      shop2 (172.30.1.12)   1        -             down: connect: connection refused (2 failed)\n"
 	if code != 0 || out != want {
 		t.Fatalf("exit %d %s\n got:\n%s\nwant:\n%s", code, errOut, out, want)
 	}

@@ -54,6 +54,35 @@ func (c Cleaner) ClearUDP(addrs []netip.Addr) error {
 	return errors.Join(errs...)
 }
 
+// Count reports, for each of addrs, how many destination-translated
+// conntrack entries (TCP, UDP, any) are answered by it: the connections
+// groups sent to those members that the kernel still tracks.
+func (c Cleaner) Count(addrs []netip.Addr) (map[netip.Addr]int, error) {
+	want := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		want[a.Unmap()] = true
+	}
+	counts := make(map[netip.Addr]int, len(want))
+	for _, family := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+		var flows []*netlink.ConntrackFlow
+		var err error
+		if c.Handle != nil {
+			flows, err = c.Handle.ConntrackTableList(netlink.ConntrackTable, family)
+		} else {
+			flows, err = netlink.ConntrackTableList(netlink.ConntrackTable, family)
+		}
+		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return nil, fmt.Errorf("list conntrack entries: %w", err)
+		}
+		for _, f := range flows {
+			if a, ok := netip.AddrFromSlice(f.Reverse.SrcIP); ok && want[a.Unmap()] && !f.Forward.DstIP.Equal(f.Reverse.SrcIP) {
+				counts[a.Unmap()]++
+			}
+		}
+	}
+	return counts, nil
+}
+
 // replyFrom matches UDP flows whose reply source is one of addrs.
 type replyFrom struct{ addrs map[netip.Addr]bool }
 

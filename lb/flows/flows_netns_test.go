@@ -41,6 +41,13 @@ func TestNetnsClearUDP(t *testing.T) {
 			t.Skipf("conntrack over netlink unavailable: %v", err)
 		}
 	}
+	counts, err := Cleaner{Handle: h}.Count([]netip.Addr{netip.MustParseAddr("10.0.0.11"), netip.MustParseAddr("10.0.0.12"), netip.MustParseAddr("10.0.0.99")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts[netip.MustParseAddr("10.0.0.11")] != 3 || counts[netip.MustParseAddr("10.0.0.12")] != 1 || len(counts) != 2 {
+		t.Errorf("Count = %v, want 10.0.0.11: 3 (two UDP, one TCP; not the direct flow), 10.0.0.12: 1", counts)
+	}
 	if err := (Cleaner{Handle: h}).ClearUDP([]netip.Addr{netip.MustParseAddr("10.0.0.11"), netip.MustParseAddr("fd00::11")}); err != nil {
 		t.Fatal(err)
 	}

@@ -170,9 +170,33 @@ func TestCLIGroups(t *testing.T) {
 		}
 		return fmt.Errorf("no group on %s: %s", g.net, out)
 	})
-	out, _, code := dockerOurnet(t, nil, "groups")
+	// Connections through the frontend are counted per member (conntrack
+	// keeps closed TCP connections for two minutes).
+	if got := countFrom(t, g.client, "http://tg-net:80/", 20); got.Failed != 0 {
+		t.Fatalf("requests through the frontend: %v", got)
+	}
+	out, errOut, code := dockerOurnet(t, nil, "groups", "--format", "json")
+	var counted []struct {
+		Network string
+		Members []struct{ Connections *int }
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &counted) != nil {
+		t.Fatalf("docker ournet groups --format json: exit %d\n%s%s", code, out, errOut)
+	}
+	total := 0
+	for _, v := range counted {
+		for _, m := range v.Members {
+			if v.Network == g.net && m.Connections != nil {
+				total += *m.Connections
+			}
+		}
+	}
+	if total < 20 {
+		t.Fatalf("members' connections add up to %d after 20 requests through the frontend:\n%s", total, out)
+	}
+	out, _, code = dockerOurnet(t, nil, "groups")
 	// The group's columns are on its first member's line; members come in endpoint ID order.
-	if code != 0 || !hasLine(out, g.net, g.group, g.fe+" ("+g.feIP+")", "roundrobin", "tcp:80", "serving") ||
+	if code != 0 || !hasLine(out, "CONNECTIONS") || !hasLine(out, g.net, g.group, g.fe+" ("+g.feIP+")", "roundrobin", "tcp:80", "serving") ||
 		!hasLine(out, m1, "3", "serving") || !hasLine(out, m2, "1", "serving") {
 		t.Fatalf("docker ournet groups:\n%s", out)
 	}
