@@ -136,7 +136,7 @@ type Config struct {
 	StateFile string
 	LockWait  time.Duration // 0: DefaultLockWait
 	// Checker makes the health checker, given what to call when a member's
-	// checks flip; nil: no health checks (members with a check never serve).
+	// checks flip; nil: no checks run, and every joined member serves.
 	Checker func(changed func()) Checker
 	Flows   FlowCleaner // nil: UDP flows of removed members time out on their own
 }
