@@ -556,22 +556,32 @@ func allowRules(n familyNetwork, ep familyEndpoint) []Rule {
 func dnatRules(n familyNetwork, ep familyEndpoint) []Rule {
 	var rules []Rule
 	for _, r := range ep.ranges {
-		var dst []string
-		if r.HostIP.IsValid() {
-			dst = args("-d", hostPrefix(r.HostIP))
-		}
-		to := r.ContainerIP.String() // a range keeps each packet's own port
-		if r.single() {
-			to = netip.AddrPortFrom(r.ContainerIP, r.ContainerFirst).String() // [v6]:port for IPv6
-		}
+		target := r.dnatTo(r.ContainerIP)
 		if ep.group != "" {
 			// The member chains translate; the group's chain picks one.
-			rules = append(rules, rule(dst, portMatch(r.Proto, r.First, r.Last), n.comment, args("-j", ep.group)))
-			continue
+			target = args("-j", ep.group)
 		}
-		rules = append(rules, rule(dst, portMatch(r.Proto, r.First, r.Last), n.comment, args("-j", "DNAT", "--to-destination", to)))
+		rules = append(rules, rule(r.hostMatch(), portMatch(r.Proto, r.First, r.Last), n.comment, target))
 	}
 	return rules
+}
+
+// hostMatch restricts a binding to its host address, if it has one.
+func (r portRange) hostMatch() []string {
+	if r.HostIP.IsValid() {
+		return args("-d", hostPrefix(r.HostIP))
+	}
+	return nil
+}
+
+// dnatTo sends the range to ip: a single port to its container port
+// ([v6]:port for IPv6), a range with each packet's own port.
+func (r portRange) dnatTo(ip netip.Addr) []string {
+	to := ip.String()
+	if r.single() {
+		to = netip.AddrPortFrom(ip, r.ContainerFirst).String()
+	}
+	return args("-j", "DNAT", "--to-destination", to)
 }
 
 // lbRules send new TCP and UDP connections to a frontend's address into
@@ -633,15 +643,7 @@ func memberRules(n familyNetwork, g familyGroup, b familyBackend) []Rule {
 		rules = append(rules, rule(args("-d", hostPrefix(vip)), g.comment, args("-j", "DNAT", "--to-destination", b.addr.String())))
 	}
 	for _, r := range g.ranges {
-		var dst []string
-		if r.HostIP.IsValid() {
-			dst = args("-d", hostPrefix(r.HostIP))
-		}
-		to := b.addr.String()
-		if r.single() {
-			to = netip.AddrPortFrom(b.addr, r.ContainerFirst).String()
-		}
-		rules = append(rules, rule(dst, portMatch(r.Proto, r.First, r.Last), g.comment, args("-j", "DNAT", "--to-destination", to)))
+		rules = append(rules, rule(r.hostMatch(), portMatch(r.Proto, r.First, r.Last), g.comment, r.dnatTo(b.addr)))
 	}
 	return rules
 }
