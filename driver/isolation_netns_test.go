@@ -43,7 +43,7 @@ func TestNetnsIsolationWithoutBrNetfilter(t *testing.T) {
 	nsHandle := netnstest.Handle(t, host)
 	hostNs := func(args ...string) {
 		t.Helper()
-		netnstest.Run(t, append([]string{"ip", "netns", "exec", host}, args...)...)
+		netnstest.In(t, host, args...)
 	}
 	hostNs("ip", "link", "set", "lo", "up")
 	hostNs("ip", "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", outside)
@@ -104,7 +104,7 @@ func TestNetnsIsolationWithoutBrNetfilter(t *testing.T) {
 				netnstest.MoveLink(t, nsHandle, peer, c)
 				for _, args := range [][]string{{"ip", "addr", "add", addr, "dev", peer}, {"ip", "link", "set", peer, "up"},
 					{"ip", "link", "set", "lo", "up"}, {"ip", "route", "add", "default", "via", gateway}} {
-					netnstest.Run(t, append([]string{"ip", "netns", "exec", c}, args...)...)
+					netnstest.In(t, c, args...)
 				}
 				netnstest.ServeTCP(t, c, ":80", netnstest.Answer(fmt.Sprintf("c%d", j+1)))
 				containers = append(containers, c)

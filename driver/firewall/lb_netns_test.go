@@ -24,26 +24,22 @@ import (
 func TestNetnsTargetGroup(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b Backend) {
 		host := b.Netns
-		ex := func(ns string, args ...string) {
-			t.Helper()
-			netnstest.Run(t, append([]string{"ip", "netns", "exec", ns}, args...)...)
-		}
-		ex(host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-		ex(host, "ip", "link", "set", "lo", "up")
-		ex(host, "ip", "link", "add", "on-g", "type", "bridge")
-		ex(host, "ip", "addr", "add", "172.30.0.1/24", "dev", "on-g")
-		ex(host, "ip", "link", "set", "on-g", "up")
-		ex(host, "sysctl", "-qw", "net.ipv4.conf.on-g.route_localnet=1")
-		ex(host, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1")
+		netnstest.In(t, host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+		netnstest.In(t, host, "ip", "link", "set", "lo", "up")
+		netnstest.In(t, host, "ip", "link", "add", "on-g", "type", "bridge")
+		netnstest.In(t, host, "ip", "addr", "add", "172.30.0.1/24", "dev", "on-g")
+		netnstest.In(t, host, "ip", "link", "set", "on-g", "up")
+		netnstest.In(t, host, "sysctl", "-qw", "net.ipv4.conf.on-g.route_localnet=1")
+		netnstest.In(t, host, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1")
 		attach := func(name, ip string) string {
 			ns := netnstest.New(t)
-			ex(host, "ip", "link", "add", "ve-"+name, "type", "veth", "peer", "name", "eth0", "netns", ns)
-			ex(host, "ip", "link", "set", "ve-"+name, "master", "on-g", "up")
-			ex(host, "ip", "link", "set", "ve-"+name, "type", "bridge_slave", "hairpin", "on") // as the driver does
-			ex(ns, "ip", "addr", "add", ip+"/24", "dev", "eth0")
-			ex(ns, "ip", "link", "set", "eth0", "up")
-			ex(ns, "ip", "link", "set", "lo", "up")
-			ex(ns, "ip", "route", "add", "default", "via", "172.30.0.1")
+			netnstest.In(t, host, "ip", "link", "add", "ve-"+name, "type", "veth", "peer", "name", "eth0", "netns", ns)
+			netnstest.In(t, host, "ip", "link", "set", "ve-"+name, "master", "on-g", "up")
+			netnstest.In(t, host, "ip", "link", "set", "ve-"+name, "type", "bridge_slave", "hairpin", "on") // as the driver does
+			netnstest.In(t, ns, "ip", "addr", "add", ip+"/24", "dev", "eth0")
+			netnstest.In(t, ns, "ip", "link", "set", "eth0", "up")
+			netnstest.In(t, ns, "ip", "link", "set", "lo", "up")
+			netnstest.In(t, ns, "ip", "route", "add", "default", "via", "172.30.0.1")
 			return ns
 		}
 		members := []string{"m1", "m2", "m3"}
@@ -61,12 +57,12 @@ func TestNetnsTargetGroup(t *testing.T) {
 		netnstest.ServeTCP(t, front, ":80", netnstest.Answer("frontend"))
 		client := attach("cl", "172.30.0.50")
 		outside := netnstest.New(t)
-		ex(host, "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", outside)
-		ex(host, "ip", "addr", "add", "192.0.2.1/24", "dev", "uplink")
-		ex(host, "ip", "link", "set", "uplink", "up")
-		ex(outside, "ip", "addr", "add", "192.0.2.2/24", "dev", "eth0")
-		ex(outside, "ip", "link", "set", "eth0", "up")
-		ex(outside, "ip", "route", "add", "172.16.0.0/12", "via", "192.0.2.1")
+		netnstest.In(t, host, "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", outside)
+		netnstest.In(t, host, "ip", "addr", "add", "192.0.2.1/24", "dev", "uplink")
+		netnstest.In(t, host, "ip", "link", "set", "uplink", "up")
+		netnstest.In(t, outside, "ip", "addr", "add", "192.0.2.2/24", "dev", "eth0")
+		netnstest.In(t, outside, "ip", "link", "set", "eth0", "up")
+		netnstest.In(t, outside, "ip", "route", "add", "172.16.0.0/12", "via", "192.0.2.1")
 		ipt(t, b, IPv4, "-P", "FORWARD", "DROP")
 
 		fw := New(b, testLog(t))

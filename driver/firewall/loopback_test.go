@@ -101,27 +101,23 @@ func TestNetnsLoopbackNotReachableFromOutside(t *testing.T) {
 		probe := buildProbe(t)
 		host := b.Netns
 		ctr, lan := netnstest.New(t), netnstest.New(t)
-		ex := func(ns string, args ...string) {
-			t.Helper()
-			netnstest.Run(t, append([]string{"ip", "netns", "exec", ns}, args...)...)
-		}
-		ex(host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-		ex(host, "ip", "link", "set", "lo", "up")
-		ex(host, "ip", "link", "add", "on-a", "type", "bridge")
-		ex(host, "ip", "addr", "add", "172.30.0.1/24", "dev", "on-a")
-		ex(host, "ip", "link", "set", "on-a", "up")
-		ex(host, "sysctl", "-qw", "net.ipv4.conf.on-a.route_localnet=1") // as ournet sets it
-		ex(host, "ip", "link", "add", "ve-a", "type", "veth", "peer", "name", "eth0", "netns", ctr)
-		ex(host, "ip", "link", "set", "ve-a", "master", "on-a", "up")
-		ex(ctr, "ip", "addr", "add", "172.30.0.2/24", "dev", "eth0")
-		ex(ctr, "ip", "link", "set", "eth0", "up")
-		ex(ctr, "ip", "link", "set", "lo", "up")
-		ex(ctr, "ip", "route", "add", "default", "via", "172.30.0.1")
-		ex(host, "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", lan)
-		ex(host, "ip", "addr", "add", "192.0.2.1/24", "dev", "uplink")
-		ex(host, "ip", "link", "set", "uplink", "up")
-		ex(lan, "ip", "addr", "add", "192.0.2.2/24", "dev", "eth0")
-		ex(lan, "ip", "link", "set", "eth0", "up")
+		netnstest.In(t, host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+		netnstest.In(t, host, "ip", "link", "set", "lo", "up")
+		netnstest.In(t, host, "ip", "link", "add", "on-a", "type", "bridge")
+		netnstest.In(t, host, "ip", "addr", "add", "172.30.0.1/24", "dev", "on-a")
+		netnstest.In(t, host, "ip", "link", "set", "on-a", "up")
+		netnstest.In(t, host, "sysctl", "-qw", "net.ipv4.conf.on-a.route_localnet=1") // as ournet sets it
+		netnstest.In(t, host, "ip", "link", "add", "ve-a", "type", "veth", "peer", "name", "eth0", "netns", ctr)
+		netnstest.In(t, host, "ip", "link", "set", "ve-a", "master", "on-a", "up")
+		netnstest.In(t, ctr, "ip", "addr", "add", "172.30.0.2/24", "dev", "eth0")
+		netnstest.In(t, ctr, "ip", "link", "set", "eth0", "up")
+		netnstest.In(t, ctr, "ip", "link", "set", "lo", "up")
+		netnstest.In(t, ctr, "ip", "route", "add", "default", "via", "172.30.0.1")
+		netnstest.In(t, host, "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", lan)
+		netnstest.In(t, host, "ip", "addr", "add", "192.0.2.1/24", "dev", "uplink")
+		netnstest.In(t, host, "ip", "link", "set", "uplink", "up")
+		netnstest.In(t, lan, "ip", "addr", "add", "192.0.2.2/24", "dev", "eth0")
+		netnstest.In(t, lan, "ip", "link", "set", "eth0", "up")
 
 		networks := []Network{{ID: "aaaa", Bridge: "on-a", Subnets: []netip.Prefix{pfx("172.30.0.0/24")}, ICC: true, Masquerade: true,
 			Endpoints: []Endpoint{{ID: "e1e1e1e1e1e1", Ports: []PublishedPort{

@@ -68,35 +68,31 @@ func TestNetnsTraffic(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b Backend) {
 		host := b.Netns
 		c1, c2, outside := netnstest.New(t), netnstest.New(t), netnstest.New(t)
-		ex := func(ns string, args ...string) {
-			t.Helper()
-			netnstest.Run(t, append([]string{"ip", "netns", "exec", ns}, args...)...)
-		}
-		ex(host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-		ex(host, "ip", "link", "set", "lo", "up")
+		netnstest.In(t, host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+		netnstest.In(t, host, "ip", "link", "set", "lo", "up")
 		for i, c := range []struct{ ns, bridge, gw, ip string }{
 			{c1, "on-a", "172.30.0.1/24", "172.30.0.2/24"},
 			{c2, "on-b", "172.31.0.1/24", "172.31.0.2/24"},
 		} {
 			veth := []string{"ve-a", "ve-b"}[i]
-			ex(host, "ip", "link", "add", c.bridge, "type", "bridge")
-			ex(host, "ip", "addr", "add", c.gw, "dev", c.bridge)
-			ex(host, "ip", "link", "set", c.bridge, "up")
-			ex(host, "sysctl", "-qw", "net.ipv4.conf."+c.bridge+".route_localnet=1")
-			ex(host, "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", c.ns)
-			ex(host, "ip", "link", "set", veth, "master", c.bridge, "up")
-			ex(host, "ip", "link", "set", veth, "type", "bridge_slave", "hairpin", "on")
-			ex(c.ns, "ip", "addr", "add", c.ip, "dev", "eth0")
-			ex(c.ns, "ip", "link", "set", "eth0", "up")
-			ex(c.ns, "ip", "link", "set", "lo", "up")
-			ex(c.ns, "ip", "route", "add", "default", "via", strings.Split(c.gw, "/")[0])
+			netnstest.In(t, host, "ip", "link", "add", c.bridge, "type", "bridge")
+			netnstest.In(t, host, "ip", "addr", "add", c.gw, "dev", c.bridge)
+			netnstest.In(t, host, "ip", "link", "set", c.bridge, "up")
+			netnstest.In(t, host, "sysctl", "-qw", "net.ipv4.conf."+c.bridge+".route_localnet=1")
+			netnstest.In(t, host, "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", c.ns)
+			netnstest.In(t, host, "ip", "link", "set", veth, "master", c.bridge, "up")
+			netnstest.In(t, host, "ip", "link", "set", veth, "type", "bridge_slave", "hairpin", "on")
+			netnstest.In(t, c.ns, "ip", "addr", "add", c.ip, "dev", "eth0")
+			netnstest.In(t, c.ns, "ip", "link", "set", "eth0", "up")
+			netnstest.In(t, c.ns, "ip", "link", "set", "lo", "up")
+			netnstest.In(t, c.ns, "ip", "route", "add", "default", "via", strings.Split(c.gw, "/")[0])
 		}
-		ex(host, "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", outside)
-		ex(host, "ip", "addr", "add", "192.0.2.1/24", "dev", "uplink")
-		ex(host, "ip", "link", "set", "uplink", "up")
-		ex(outside, "ip", "addr", "add", "192.0.2.2/24", "dev", "eth0")
-		ex(outside, "ip", "link", "set", "eth0", "up")
-		ex(outside, "ip", "route", "add", "172.16.0.0/12", "via", "192.0.2.1") // lets it try containers directly
+		netnstest.In(t, host, "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", outside)
+		netnstest.In(t, host, "ip", "addr", "add", "192.0.2.1/24", "dev", "uplink")
+		netnstest.In(t, host, "ip", "link", "set", "uplink", "up")
+		netnstest.In(t, outside, "ip", "addr", "add", "192.0.2.2/24", "dev", "eth0")
+		netnstest.In(t, outside, "ip", "link", "set", "eth0", "up")
+		netnstest.In(t, outside, "ip", "route", "add", "172.16.0.0/12", "via", "192.0.2.1") // lets it try containers directly
 		ipt(t, b, IPv4, "-P", "FORWARD", "DROP")
 
 		networks := []Network{

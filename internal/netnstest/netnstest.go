@@ -49,6 +49,12 @@ func Run(t testing.TB, args ...string) {
 	}
 }
 
+// In runs a command inside the named namespace (ip netns exec), like Run.
+func In(t testing.TB, ns string, args ...string) {
+	t.Helper()
+	Run(t, append([]string{"ip", "netns", "exec", ns}, args...)...)
+}
+
 // Do runs fn on an OS thread switched into the named namespace; sockets and
 // /proc/sys/net files opened there belong to that namespace.
 func Do(t testing.TB, name string, fn func()) {
