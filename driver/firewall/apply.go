@@ -98,9 +98,10 @@ func holdsOurs(s Saved) bool {
 }
 
 // Apply makes ournet's chains hold exactly the render of networks and puts
-// the jumps into them where they belong: at most one iptables-restore
-// --noflush per family, naming only the chains that change. Running it again
-// with the same networks execs nothing.
+// the jumps into them where they belong: one iptables-restore --noflush per
+// family, naming only the chains that change (a second one after reading the
+// rules back if the kernel refused the first). Running it again with the same
+// networks execs nothing.
 func (fw *Firewall) Apply(ctx context.Context, networks []Network) error {
 	if err := Validate(networks); err != nil {
 		return err
@@ -109,40 +110,74 @@ func (fw *Firewall) Apply(ctx context.Context, networks []Network) error {
 	defer fw.mu.Unlock()
 	var errs []error
 	for _, f := range []Family{IPv4, IPv6} {
-		rs := Render(f, networks)
-		known, isKnown := fw.applied[f]
-		if isKnown && known.absent && !usesFamily(networks, f) {
-			continue
+		if err := fw.applyFamily(ctx, f, networks); err != nil {
+			errs = append(errs, err)
 		}
-		var input string
-		if isKnown && !known.absent && sameLayout(known.rs, rs) {
-			input = changeInput(known.rs, rs)
-		} else {
-			saved, ok, err := fw.live(ctx, f, networks)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			if !ok {
-				continue
-			}
-			var problems []string
-			input, problems = repairInput(rs, saved)
-			for _, problem := range problems {
-				fw.log().Info("repairing firewall rules", "family", f.String(), "problem", problem)
-			}
-		}
-		if input != "" {
-			if err := fw.Backend.restore(ctx, f, input); err != nil {
-				// What the kernel holds is unknown now: read it back next time.
-				delete(fw.applied, f)
-				errs = append(errs, err)
-				continue
-			}
-		}
-		fw.remember(f, applied{rs: rs})
 	}
 	return errors.Join(errs...)
+}
+
+// applyFamily brings one family to the render of networks. A change from the
+// applied ruleset is written without reading the rules back; if
+// iptables-restore refuses it (someone edited ournet's chains meanwhile, so
+// a rule to delete is gone), the live rules are read back and repaired at
+// once. An outside edit that no delete trips over (a rule of ournet's
+// deleted or one inserted elsewhere in a chain) can put a rule inserted in
+// place at the wrong position: the heal loop's Check finds that within
+// HEAL_INTERVAL and repairs it.
+func (fw *Firewall) applyFamily(ctx context.Context, f Family, networks []Network) error {
+	rs := Render(f, networks)
+	known, isKnown := fw.applied[f]
+	if isKnown && known.absent && !usesFamily(networks, f) {
+		return nil
+	}
+	if isKnown && !known.absent && sameLayout(known.rs, rs) {
+		input := changeInput(known.rs, rs)
+		if input == "" {
+			return nil
+		}
+		err := fw.Backend.restore(ctx, f, input)
+		if err == nil {
+			fw.remember(f, applied{rs: rs})
+			return nil
+		}
+		// What the kernel holds is unknown until a repair succeeds.
+		delete(fw.applied, f)
+		if errors.Is(err, ErrBusy) || ctx.Err() != nil {
+			return err // a second try would wait just as long
+		}
+		fw.log().Info("firewall change refused, reading the rules back to repair them", "family", f.String(), "error", err)
+		refused := err
+		done, err := fw.repair(ctx, f, networks, rs)
+		if !done {
+			return errors.Join(refused, err)
+		}
+		return err
+	}
+	delete(fw.applied, f)
+	_, err := fw.repair(ctx, f, networks, rs)
+	return err
+}
+
+// repair reads one family's live rules and rewrites whatever differs from
+// rs. done is false if it wrote nothing: an error, or a family to leave
+// alone (see live).
+func (fw *Firewall) repair(ctx context.Context, f Family, networks []Network, rs Ruleset) (done bool, err error) {
+	saved, ok, err := fw.live(ctx, f, networks)
+	if err != nil || !ok {
+		return false, err
+	}
+	input, problems := repairInput(rs, saved)
+	for _, problem := range problems {
+		fw.log().Info("repairing firewall rules", "family", f.String(), "problem", problem)
+	}
+	if input != "" {
+		if err := fw.Backend.restore(ctx, f, input); err != nil {
+			return false, err
+		}
+	}
+	fw.remember(f, applied{rs: rs})
+	return true, nil
 }
 
 // sameLayout: the same tables with the same jumps from built-in chains, so
@@ -156,19 +191,21 @@ func sameLayout(a, b Ruleset) bool {
 }
 
 // chainEdit is what one table needs: chains to declare (which flushes them,
-// on both backends) and refill, references to delete, chains to drop, and
-// jumps to repair. A chain to drop is flushed and deleted after every
-// reference to it is gone, all in the same COMMIT.
+// on both backends) and refill, references to delete, rules to delete from
+// and insert into chains that stay, chains to drop, and jumps to repair. A
+// chain to drop is flushed and deleted after every reference to it is gone,
+// all in the same COMMIT.
 type chainEdit struct {
 	table   string
 	rewrite []Chain
 	unref   []SavedRule // rules outside ournet's chains that jump to a chain being dropped
+	rules   []string    // -D/-I/-A lines editing chains in place, in order
 	drop    []string
 	jumps   []string // -D/-I lines, in order
 }
 
 func (e chainEdit) empty() bool {
-	return len(e.rewrite) == 0 && len(e.unref) == 0 && len(e.drop) == 0 && len(e.jumps) == 0
+	return len(e.rewrite) == 0 && len(e.unref) == 0 && len(e.rules) == 0 && len(e.drop) == 0 && len(e.jumps) == 0
 }
 
 func (e chainEdit) write(b *strings.Builder) {
@@ -184,6 +221,9 @@ func (e chainEdit) write(b *strings.Builder) {
 	}
 	for _, r := range e.unref {
 		fmt.Fprintf(b, "-D %s %s\n", r.Chain, r.Rule)
+	}
+	for _, l := range e.rules {
+		b.WriteString(l + "\n")
 	}
 	for _, c := range e.drop {
 		fmt.Fprintf(b, "-F %s\n", c)
@@ -201,14 +241,26 @@ func (e chainEdit) write(b *strings.Builder) {
 
 // changeInput is the iptables-restore --noflush input going from the applied
 // ruleset old to rs (same layout): only chains that are new, changed or gone.
+// A chain that stays gets its few changed rules deleted and inserted in
+// place (ruleEdits) rather than rewritten whole, so adding a network or a
+// publishing container costs the same with 200 of them as with none.
 func changeInput(old, rs Ruleset) string {
 	var b strings.Builder
 	for i, t := range rs.Tables {
 		edit := chainEdit{table: t.Name}
 		before := chainIndex(old.Tables[i].Chains)
 		for _, c := range t.Chains {
-			if rules, ok := before[c.Name]; !ok || !slices.EqualFunc(rules, c.Rules, slices.Equal) {
+			rules, ok := before[c.Name]
+			switch {
+			case !ok:
 				edit.rewrite = append(edit.rewrite, c)
+			case slices.EqualFunc(rules, c.Rules, slices.Equal):
+			default:
+				if lines, ok := ruleEdits(c.Name, rules, c.Rules); ok {
+					edit.rules = append(edit.rules, lines...)
+				} else {
+					edit.rewrite = append(edit.rewrite, c)
+				}
 			}
 			delete(before, c.Name)
 		}
@@ -221,6 +273,64 @@ func changeInput(old, rs Ruleset) string {
 		edit.write(&b)
 	}
 	return b.String()
+}
+
+// ruleEdits turns chain's rules from old into new one rule at a time: -D of
+// each rule that goes, then, in new's order, -I at its place (or -A at the
+// end) of each rule that comes. ok is false, and the chain is to be
+// rewritten whole, unless that is fewer lines than the rewrite, every rule
+// is unique within old and within new (a -D deletes the first match), and
+// the rules both keep their order.
+func ruleEdits(chain string, old, new []Rule) (lines []string, ok bool) {
+	inOld, okOld := ruleSet(old)
+	inNew, okNew := ruleSet(new)
+	if !okOld || !okNew {
+		return nil, false
+	}
+	var keptOld, keptNew []string
+	for _, r := range old {
+		if k := r.String(); inNew[k] {
+			keptOld = append(keptOld, k)
+		} else {
+			lines = append(lines, fmt.Sprintf("-D %s %s", chain, k))
+		}
+	}
+	lastKept := -1 // new's last kept rule: inserts after it are appends
+	for i, r := range new {
+		if k := r.String(); inOld[k] {
+			keptNew = append(keptNew, k)
+			lastKept = i
+		}
+	}
+	if !slices.Equal(keptOld, keptNew) {
+		return nil, false
+	}
+	for i, r := range new {
+		switch k := r.String(); {
+		case inOld[k]:
+		case i > lastKept:
+			lines = append(lines, fmt.Sprintf("-A %s %s", chain, k))
+		default:
+			lines = append(lines, fmt.Sprintf("-I %s %d %s", chain, i+1, k))
+		}
+	}
+	if len(lines) >= len(new) {
+		return nil, false
+	}
+	return lines, true
+}
+
+// ruleSet indexes rules by their text; ok is false if one repeats.
+func ruleSet(rules []Rule) (set map[string]bool, ok bool) {
+	set = make(map[string]bool, len(rules))
+	for _, r := range rules {
+		k := r.String()
+		if set[k] {
+			return nil, false
+		}
+		set[k] = true
+	}
+	return set, true
 }
 
 func chainIndex(chains []Chain) map[string][]Rule {

@@ -314,6 +314,46 @@ func TestNetnsIncremental(t *testing.T) {
 	})
 }
 
+// TestNetnsRefusedEditRepairs: when a rule the change would delete in place
+// is already gone (someone deleted it), the kernel refuses the edit; Apply
+// reads the rules back and repairs them in the same call instead of failing.
+func TestNetnsRefusedEditRepairs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b Backend) {
+		ctx := context.Background()
+		plain := b
+		b, execs := countingBackend(t, b)
+		fw := New(b, testLog(t))
+		var networks []Network
+		for i := range 8 {
+			networks = append(networks, nthNetwork(i))
+		}
+		if err := fw.Apply(ctx, networks); err != nil {
+			t.Fatal(err)
+		}
+		gone := networks[3]
+		ipt(t, plain, IPv4, "-D", ChainForward, "-o", gone.Bridge, "-m", "comment", "--comment", "ournet "+gone.ID[:12], "-j", "OURNET-IN-"+gone.ID[:12])
+		execs()
+		rest := slices.Delete(slices.Clone(networks), 3, 4)
+		if err := fw.Apply(ctx, rest); err != nil {
+			t.Fatalf("Apply after a rule it would delete was deleted: %v", err)
+		}
+		calls, inputs := execs()
+		if !slices.Equal(calls, []string{"iptables-restore", "iptables-save", "iptables-restore"}) || !strings.Contains(inputs[0], "-D "+ChainForward) {
+			t.Fatalf("ran %v, want the in-place change refused, then read back and repaired; first input:\n%s", calls, inputs[0])
+		}
+		wantNoDrift(t, fw, rest)
+		execs()
+		// And the next change goes in place again.
+		if err := fw.Apply(ctx, networks); err != nil {
+			t.Fatal(err)
+		}
+		if calls, inputs := execs(); !slices.Equal(calls, []string{"iptables-restore"}) || !strings.Contains(inputs[0], "-I "+ChainForward) {
+			t.Fatalf("ran %v, want one in-place iptables-restore; input:\n%s", calls, inputs)
+		}
+		wantNoDrift(t, fw, networks)
+	})
+}
+
 // bigNetwork has n endpoints each publishing a 1000-port equal UDP range.
 func bigNetwork(n int) Network {
 	net := defaultNetwork()
@@ -532,5 +572,38 @@ func BenchmarkNetnsCheck(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkNetnsAddNetwork times adding and removing one network (two
+// Applies) with no other network and with 199 others, on both backends.
+func BenchmarkNetnsAddNetwork(b *testing.B) {
+	for _, mode := range []string{"nft", "legacy"} {
+		for _, others := range []int{0, 199} {
+			b.Run(fmt.Sprintf("%s/others=%d", mode, others), func(b *testing.B) {
+				backend, err := NewBackend(mode)
+				if err != nil {
+					b.Skip(err)
+				}
+				backend.Netns = netnstest.New(b)
+				fw := New(backend, slog.New(slog.DiscardHandler))
+				ctx := context.Background()
+				var base []Network
+				for i := range others {
+					base = append(base, nthNetwork(i))
+				}
+				with := append(slices.Clone(base), nthNetwork(others))
+				if err := fw.Apply(ctx, base); err != nil {
+					b.Fatal(err)
+				}
+				for b.Loop() {
+					for _, plan := range [][]Network{with, base} {
+						if err := fw.Apply(ctx, plan); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+			})
+		}
 	}
 }
