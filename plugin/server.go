@@ -32,6 +32,8 @@ type server struct {
 	ipam      ipam.Ipam
 	published func() any
 	status    func() (status.Status, error) // set by statusFrom before start; nil: 503
+
+	calls callStats // every API call answered, for the status document
 }
 
 // readyWait bounds how long a call waits for start-up recovery; the
@@ -84,6 +86,7 @@ func (s *server) serveStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st.Version = buildVersion
+	st.Calls = s.calls.snapshot()
 	writeJSON(w, http.StatusOK, st)
 }
 
@@ -139,12 +142,14 @@ func route[D, Req, Res any](s *server, path string, driver *D, method func(D, *R
 			}
 		}
 		res, err := method(*driver, req)
+		took := time.Since(start)
+		s.calls.record(path, took, err != nil)
 		if err != nil {
-			s.log.Warn("call failed", "call", path, "error", err, "took", time.Since(start))
+			s.log.Warn("call failed", "call", path, "error", err, "took", took)
 			sdk.EncodeResponse(w, errorReply{err.Error()}, true)
 			return
 		}
-		s.log.Debug("call", "call", path, "took", time.Since(start))
+		s.log.Debug("call", "call", path, "took", took)
 		if res == nil {
 			sdk.EncodeResponse(w, struct{}{}, false)
 			return

@@ -98,3 +98,38 @@ func TestStatusUnavailable(t *testing.T) {
 		t.Fatalf("GET without a status = %s %+v, want 503 with Err", resp.Status, reply)
 	}
 }
+
+// The status counts each API call the engine made, failed ones apart, and
+// the time spent answering: what a change cost the plugin.
+func TestStatusCountsCalls(t *testing.T) {
+	ts := startServer(t, true)
+	ts.srv.statusFrom(func() (status.Status, error) { return status.Status{Format: status.Format}, nil })
+	ts.post(t, "/NetworkDriver.GetCapabilities", "")
+	ts.post(t, "/NetworkDriver.GetCapabilities", "")
+	ts.post(t, "/NetworkDriver.CreateNetwork", `{"NetworkID":"n1","Options":{}}`)
+	ts.post(t, "/NetworkDriver.CreateNetwork", `{"NetworkID":"bad","Options":{}}`)
+	ts.post(t, "/NetworkDriver.CreateNetwork", `{"NetworkID":`) // undecodable: never reached the driver
+	req, _ := http.NewRequest(http.MethodGet, "http://plugin"+status.Path, nil)
+	resp, err := ts.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st status.Status
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET = %s, %v", resp.Status, err)
+	}
+	want := []status.Call{
+		{Name: "NetworkDriver.CreateNetwork", Count: 2, Failed: 1},
+		{Name: "NetworkDriver.GetCapabilities", Count: 2},
+	}
+	if len(st.Calls) != len(want) {
+		t.Fatalf("calls = %+v, want %+v", st.Calls, want)
+	}
+	for i, c := range st.Calls {
+		if c.Name != want[i].Name || c.Count != want[i].Count || c.Failed != want[i].Failed || c.Seconds <= 0 {
+			t.Errorf("call %d = %+v, want %+v with seconds > 0", i, c, want[i])
+		}
+	}
+}

@@ -28,6 +28,19 @@ type Status struct {
 	Networks     []Network  `json:"networks"`
 	Endpoints    []Endpoint `json:"endpoints"`
 	Groups       []Group    `json:"groups"`
+	// Calls: the Docker API calls that reached the driver since the plugin
+	// started (not those refused before, as undecodable or during start-up),
+	// one entry per call that has happened, sorted by name.
+	Calls []Call `json:"calls,omitempty"`
+}
+
+// Call is how often the engine made one plugin API call and how long the
+// plugin took to answer it, from the request's arrival to its reply.
+type Call struct {
+	Name    string  `json:"name"`    // NetworkDriver.Join, IpamDriver.RequestAddress, ...
+	Count   int64   `json:"count"`   // failed ones included
+	Failed  int64   `json:"failed"`  // answered with an error
+	Seconds float64 `json:"seconds"` // total time answering them
 }
 
 // State is how far the driver trusts and has saved its state.
