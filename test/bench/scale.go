@@ -5,69 +5,100 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 )
 
 var (
 	scaleRun   = flag.Bool("scale", false, "print the growth table instead: the cost of a change as more is published, attached and created")
 	scaleCount = flag.Int("scale-count", 200, "containers on one network and networks created for the growth rows")
-	memCount   = flag.Int("mem-endpoints", 1000, "running containers for the plugin memory row")
+	memCount   = flag.Int("mem-endpoints", 1000, "running containers for the plugin memory row (0: no memory row)")
 )
 
-// growth is one row: the same operation measured small and big.
+// growth is one row: the same operation measured small and big, each the
+// medians of its samples; the plugin's own part beside the whole.
 type growth struct {
-	name        string
-	small, big  string
-	ratio       float64
-	bridge, why string // Docker's bridge on the big case, where it can run it
+	name       string
+	small, big sample
+	bridge     string // Docker's bridge on the same rows, where it can run them
 }
 
 // scaleTable measures how the cost of one change grows with what already
-// exists, and prints the ratios big/small (goal: at most 1.2).
+// exists, and prints the ratios big/small (goal: at most 1.2). Where the two
+// cases can exist side by side their samples alternate, so the engine's own
+// drift over the run lands on both alike. Each sample also records the time
+// the plugin spent answering the engine's calls, which splits the growth
+// into ournet's part and the engine's; Docker's bridge on the same rows
+// shows the engine's growth without ournet.
 func scaleTable(version string) {
-	fmt.Printf("ournet growth on engine %s (Docker %s), %s; ratio = big / small, goal <= 1.2\n\n", *engine, version, hostSummary())
+	fmt.Printf("ournet growth on engine %s (Docker %s), %s; ratio = big / small, goal <= 1.2\n", *engine, version, hostSummary())
+	fmt.Printf("medians of %d; \"plugin\" is the time the plugin took answering the engine's calls for the same command\n\n", *rounds)
 	net := "bench-scale"
-	cleanup(net)
-	defer cleanup(net)
+	bridgeNet := "bench-scale-bridge"
+	cleanup(net, bridgeNet)
+	defer cleanup(net, bridgeNet)
 	must("docker", "network", "create", "-d", "ournet", "--subnet", "172.240.0.0/16", net)
+	must("docker", "network", "create", "-d", "bridge", "--subnet", "172.241.0.0/16", bridgeNet)
 
 	var rows []growth
 	oneRange := func(i int) string {
 		first := 40000 + i*1000
 		return fmt.Sprintf("%d-%d:%d-%d/udp", first, first+999, first, first+999)
 	}
-	onePort := func(net string) time.Duration { return runRm(net, "-p", "18080:80") }
+	onePort := func() sample { settle(); return timed(func() { runRm(net, "-p", "18080:80") }) }
 
-	// 1. run + rm of a one-port container, nothing vs 10,000 ports published.
-	none := medianOf(*rounds, func() time.Duration { return onePort(net) })
+	// 1. run + rm of a one-port container with nothing published, then with
+	// ten 1000-port ranges published, round after round.
+	onePort() // warm-up
+	var none, loaded []sample
 	var big []string
-	for i := 0; i < 10; i++ {
-		name := fmt.Sprintf("bench-big-%d", i)
-		must("docker", "run", "-d", "--name", name, "--net", net, "-p", oneRange(i), image, "sleep", "3600")
-		big = append(big, name)
+	publish := func() {
+		for i := 0; i < 10; i++ {
+			name := fmt.Sprintf("bench-big-%d", i)
+			must("docker", "run", "-d", "--name", name, "--net", net, "-p", oneRange(i), image, "sleep", "3600")
+			big = append(big, name)
+		}
 	}
-	loaded := medianOf(*rounds, func() time.Duration { return onePort(net) })
-	rows = append(rows, growth{name: "run + rm, 1 port: 10,000 published vs none", small: ms(none), big: ms(loaded), ratio: ratio(loaded, none)})
+	for i := 0; i < *rounds; i++ {
+		none = append(none, onePort())
+		publish()
+		loaded = append(loaded, onePort())
+		if i < *rounds-1 {
+			removeEach(big)
+			big = nil
+		}
+	}
+	rows = append(rows, growth{name: "run + rm, 1 port: 10,000 published vs none", small: medians(none), big: medians(loaded),
+		bridge: "cannot run 10,000 docker-proxy processes here"})
 
 	// 2. Idle heal loop with 10,000 ports published: CPU over a minute; the
 	// held ports' files and the plugin's memory.
 	cpu := pluginCPU(60 * time.Second)
 	fmt.Printf("idle plugin with 10,000 published ports: %.2f%% of one core over 60s (goal < 1%%), %s resident, %s open files\n",
 		cpu, pluginRSS(), pluginFiles())
-	run("docker", append([]string{"rm", "-f"}, big...)...)
+	removeEach(big)
 
-	// 3. Publishing a 1000-port equal range vs one port, and removing them.
-	runOne := medianOf(*rounds, func() time.Duration { return runOnly(net, "-p", "18080:80") })
-	runRange := medianOf(*rounds, func() time.Duration { return runOnly(net, "-p", oneRange(0)) })
-	rows = append(rows, growth{name: "docker run -d: a 1000-port range vs 1 port", small: ms(runOne), big: ms(runRange), ratio: ratio(runRange, runOne)})
-	rmOne := medianOf(*rounds, func() time.Duration { return rmOnly(net, "-p", "18080:80") })
-	rmRange := medianOf(*rounds, func() time.Duration { return rmOnly(net, "-p", oneRange(0)) })
-	rows = append(rows, growth{name: "docker rm -f: 1000 ports vs 1 port", small: ms(rmOne), big: ms(rmRange), ratio: ratio(rmRange, rmOne)})
+	// 3. Publishing a 1000-port equal range vs one port, and removing them,
+	// in alternation.
+	var runOne, runRange, rmOne, rmRange []sample
+	runSample := func(ports string) (sample, string) {
+		name := "bench-ctr"
+		settle()
+		return timed(func() { must("docker", "run", "-d", "--name", name, "--net", net, "-p", ports, image, "sleep", "600") }), name
+	}
+	rmSample := func(name string) sample { settle(); return timed(func() { must("docker", "rm", "-f", name) }) }
+	runSample("18080:80")
+	must("docker", "rm", "-f", "bench-ctr") // warm-up
+	for i := 0; i < *rounds; i++ {
+		s, name := runSample("18080:80")
+		runOne = append(runOne, s)
+		rmOne = append(rmOne, rmSample(name))
+		s, name = runSample(oneRange(0))
+		runRange = append(runRange, s)
+		rmRange = append(rmRange, rmSample(name))
+	}
+	rows = append(rows, growth{name: "docker run -d: a 1000-port range vs 1 port", small: medians(runOne), big: medians(runRange)})
+	rows = append(rows, growth{name: "docker rm -f: 1000 ports vs 1 port", small: medians(rmOne), big: medians(rmRange)})
 	// Docker's bridge with the same 1000 ports: one docker-proxy per port.
-	bridgeNet := "bench-scale-bridge"
-	cleanup(bridgeNet)
-	must("docker", "network", "create", "-d", "bridge", bridgeNet)
 	start := time.Now()
 	must("docker", "run", "-d", "--name", "bench-ctr", "--net", bridgeNet, "-p", oneRange(0), image, "sleep", "600")
 	bridgeRun := time.Since(start)
@@ -75,40 +106,37 @@ func scaleTable(version string) {
 	start = time.Now()
 	must("docker", "rm", "-f", "bench-ctr")
 	bridgeRm := time.Since(start)
-	removeNetwork(bridgeNet)
-	rows[len(rows)-2].bridge, rows[len(rows)-2].why = ms(bridgeRun), proxies+" docker-proxy processes"
+	rows[len(rows)-2].bridge = ms(bridgeRun) + ", " + proxies + " docker-proxy processes"
 	rows[len(rows)-1].bridge = ms(bridgeRm)
 
-	// 4. The first and the last of N containers on one network.
-	var attach []time.Duration
-	var names []string
-	for i := 0; i < *scaleCount; i++ {
-		name := fmt.Sprintf("bench-many-%d", i)
-		start := time.Now()
-		must("docker", "run", "-d", "--name", name, "--net", net, image, "sleep", "3600")
-		attach = append(attach, time.Since(start))
-		names = append(names, name)
-	}
-	first, last := medianFirstLast(attach)
-	rows = append(rows, growth{name: fmt.Sprintf("docker run -d: container %d vs 1 on one network", *scaleCount), small: ms(first), big: ms(last), ratio: ratio(last, first)})
-	run("docker", append([]string{"rm", "-f"}, names...)...)
+	// 4. A container joining a network that holds N-1 others vs one joining
+	// an empty network, alternately on the same engine (so what the engine
+	// does more with more containers on the host lands on both alike); then
+	// the same with Docker's bridge.
+	first, last := containerGrowth("ournet", 220)
+	bfirst, blast := containerGrowth("bridge", 222)
+	rows = append(rows, growth{name: fmt.Sprintf("docker run -d: joining %d others vs none", *scaleCount-1), small: first, big: last,
+		bridge: fmt.Sprintf("%s -> %s (%.2f)", ms(bfirst.total), ms(blast.total), ratio(blast.total, bfirst.total))})
 
-	// 5. The first and the last of N networks, and the same with Docker's
-	// bridge: how much of the growth is the engine's.
+	// 5. The first and the last of N networks, and the same with Docker's bridge.
 	first, last = networkGrowth("ournet", 200)
-	bridgeFirst, bridgeLast := networkGrowth("bridge", 210)
-	rows = append(rows, growth{name: fmt.Sprintf("docker network create: network %d vs 1", *scaleCount), small: ms(first), big: ms(last), ratio: ratio(last, first),
-		bridge: fmt.Sprintf("%s vs %s", ms(bridgeLast), ms(bridgeFirst)), why: fmt.Sprintf("(%.2f)", ratio(bridgeLast, bridgeFirst))})
+	bfirst, blast = networkGrowth("bridge", 210)
+	rows = append(rows, growth{name: fmt.Sprintf("docker network create: network %d vs 1", *scaleCount), small: first, big: last,
+		bridge: fmt.Sprintf("%s -> %s (%.2f)", ms(bfirst.total), ms(blast.total), ratio(blast.total, bfirst.total))})
 
-	fmt.Printf("\n%-52s %10s %10s %7s  %s\n", "measurement", "small", "big", "ratio", "Docker's bridge, big case")
+	fmt.Printf("\n%-46s %8s %8s %6s  %-22s %s\n", "measurement", "small", "big", "ratio", "of which plugin", "Docker's bridge, small -> big")
 	for _, r := range rows {
-		fmt.Printf("%-52s %10s %10s %7.2f  %s\n", r.name, r.small, r.big, r.ratio, strings.TrimSpace(r.bridge+" "+r.why))
+		fmt.Printf("%-46s %8s %8s %6.2f  %-22s %s\n", r.name, ms(r.small.total), ms(r.big.total), ratio(r.big.total, r.small.total),
+			pluginPart(r.small)+" -> "+pluginPart(r.big), r.bridge)
 	}
 
 	// 6. Plugin memory with many endpoints (running containers: an endpoint
 	// exists only while its container runs).
+	if *memCount == 0 {
+		return
+	}
 	idle := pluginRSS()
-	names = nil
+	var names []string
 	for i := 0; i < *memCount; i++ {
 		name := fmt.Sprintf("bench-mem-%d", i)
 		if _, err := run("docker", "run", "-d", "--name", name, "--net", net, image, "sleep", "3600"); err != nil {
@@ -119,52 +147,87 @@ func scaleTable(version string) {
 	}
 	loadedRSS := pluginRSS()
 	fmt.Printf("\nplugin resident memory: %s idle, %s with %d endpoints (goal < 30 MiB at 1,000)\n", idle, loadedRSS, len(names))
-	for i := 0; i < len(names); i += 100 {
-		run("docker", append([]string{"rm", "-f"}, names[i:min(i+100, len(names))]...)...)
+	removeEach(names)
+}
+
+// containerGrowth fills a network of the driver (10.<octet>.0.0/16) with
+// scaleCount-1 containers, then times docker run -d of one more container
+// on it and on an empty network (10.<octet+1>.0.0/16) in alternation, and
+// returns the medians: empty, full.
+func containerGrowth(driver string, octet int) (empty, full sample) {
+	fullNet, emptyNet := "bench-full-"+driver, "bench-empty-"+driver
+	cleanup(fullNet, emptyNet)
+	defer cleanup(fullNet, emptyNet)
+	must("docker", "network", "create", "-d", driver, "--subnet", fmt.Sprintf("10.%d.0.0/16", octet), fullNet)
+	must("docker", "network", "create", "-d", driver, "--subnet", fmt.Sprintf("10.%d.0.0/16", octet+1), emptyNet)
+	var names []string
+	for i := 0; i < *scaleCount-1; i++ {
+		name := fmt.Sprintf("bench-many-%d", i)
+		must("docker", "run", "-d", "--name", name, "--net", fullNet, image, "sleep", "3600")
+		names = append(names, name)
 	}
+	one := func(net string) sample {
+		settle()
+		s := timed(func() { must("docker", "run", "-d", "--name", "bench-ctr", "--net", net, image, "sleep", "600") })
+		must("docker", "rm", "-f", "bench-ctr")
+		return s
+	}
+	one(emptyNet) // warm-up
+	var small, big []sample
+	for i := 0; i < *rounds; i++ {
+		small = append(small, one(emptyNet))
+		big = append(big, one(fullNet))
+	}
+	removeEach(names)
+	return medians(small), medians(big)
 }
 
 // networkGrowth creates scaleCount networks of the driver (subnets
 // 10.<octet>.x.0/24 and up), removes them, and returns the medians of the
 // first and the last five creates.
-func networkGrowth(driver string, octet int) (first, last time.Duration) {
-	var create []time.Duration
+func networkGrowth(driver string, octet int) (first, last sample) {
+	var create []sample
 	var nets []string
 	for i := 0; i < *scaleCount; i++ {
 		name := fmt.Sprintf("bench-%s-net-%d", driver, i)
-		start := time.Now()
-		must("docker", "network", "create", "-d", driver, "--subnet", fmt.Sprintf("10.%d.%d.0/24", octet+i/250, i%250), name)
-		create = append(create, time.Since(start))
+		create = append(create, timed(func() {
+			must("docker", "network", "create", "-d", driver, "--subnet", fmt.Sprintf("10.%d.%d.0/24", octet+i/250, i%250), name)
+		}))
 		nets = append(nets, name)
 	}
 	for _, n := range nets {
 		removeNetwork(n)
 	}
-	return medianFirstLast(create)
+	return firstLast(create)
 }
 
-func rmOnly(net string, extra ...string) time.Duration {
-	name := "bench-ctr"
-	args := append([]string{"run", "-d", "--name", name, "--net", net}, extra...)
-	must("docker", append(args, image, "sleep", "600")...)
-	start := time.Now()
-	must("docker", "rm", "-f", name)
-	return time.Since(start)
-}
-
-func medianOf(n int, measure func() time.Duration) time.Duration {
-	measure() // warm-up
-	var d []time.Duration
-	for i := 0; i < n; i++ {
-		d = append(d, measure())
+// removeEach removes the containers one at a time: Docker 20.10 removing
+// many at once (docker rm -f with many names runs them in parallel) can
+// leave a network's endpoint count wrong ("has active endpoints" until the
+// engine restarts and logs "Fixing inconsistent endpoint_cnt").
+func removeEach(names []string) {
+	for _, n := range names {
+		run("docker", "rm", "-f", n)
 	}
-	return median(d)
 }
 
-// medianFirstLast: the medians of the first and the last five samples.
-func medianFirstLast(d []time.Duration) (time.Duration, time.Duration) {
-	k := min(5, len(d))
-	return median(d[:k]), median(d[len(d)-k:])
+// settle lets the engine finish what the previous command left it doing in
+// the background (container clean-up, state writes) before a sample, so
+// each sample starts from the same quiet engine.
+func settle() { time.Sleep(time.Second) }
+
+// firstLast: the medians of the first and the last five samples.
+func firstLast(s []sample) (sample, sample) {
+	k := min(5, len(s))
+	return medians(s[:k]), medians(s[len(s)-k:])
+}
+
+// pluginPart is a sample's plugin time, ? where the status was unreadable.
+func pluginPart(s sample) string {
+	if s.plugin < 0 {
+		return "?"
+	}
+	return s.plugin.Round(100 * time.Microsecond).String()
 }
 
 func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
