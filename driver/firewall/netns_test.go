@@ -520,32 +520,39 @@ func BenchmarkNetnsApply(b *testing.B) {
 			for _, reread := range []bool{false, true} {
 				name := fmt.Sprintf("%s/published=%d/reread=%v", mode, endpoints*1000, reread)
 				b.Run(name, func(b *testing.B) {
-					backend, err := NewBackend(mode)
-					if err != nil {
-						b.Skip(err)
-					}
-					backend.Netns = netnstest.New(b)
-					fw := New(backend, slog.New(slog.DiscardHandler))
-					ctx := context.Background()
 					base := []Network{bigNetwork(endpoints), goldenCases()["two-networks"][1]}
 					withWeb := slices.Clone(base)
 					withWeb[1].Endpoints = []Endpoint{{ID: epWeb, Ports: []PublishedPort{{Proto: "tcp", HostPort: 18080, ContainerIP: addr("172.31.0.2"), ContainerPort: 80}}}}
-					if err := fw.Apply(ctx, base); err != nil {
-						b.Fatal(err)
-					}
-					for b.Loop() {
-						for _, plan := range [][]Network{withWeb, base} {
-							if reread {
-								fw.mu.Lock()
-								fw.applied = nil
-								fw.mu.Unlock()
-							}
-							if err := fw.Apply(ctx, plan); err != nil {
-								b.Fatal(err)
-							}
-						}
-					}
+					benchToggle(b, mode, base, withWeb, reread)
 				})
+			}
+		}
+	}
+}
+
+// benchToggle applies base in a fresh namespace, then times going to
+// changed and back (two Applies per op); reread forgets the applied ruleset
+// before each, as after drift.
+func benchToggle(b *testing.B, mode string, base, changed []Network, reread bool) {
+	backend, err := NewBackend(mode)
+	if err != nil {
+		b.Skip(err)
+	}
+	backend.Netns = netnstest.New(b)
+	fw := New(backend, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	if err := fw.Apply(ctx, base); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		for _, plan := range [][]Network{changed, base} {
+			if reread {
+				fw.mu.Lock()
+				fw.applied = nil
+				fw.mu.Unlock()
+			}
+			if err := fw.Apply(ctx, plan); err != nil {
+				b.Fatal(err)
 			}
 		}
 	}
@@ -581,28 +588,11 @@ func BenchmarkNetnsAddNetwork(b *testing.B) {
 	for _, mode := range []string{"nft", "legacy"} {
 		for _, others := range []int{0, 199} {
 			b.Run(fmt.Sprintf("%s/others=%d", mode, others), func(b *testing.B) {
-				backend, err := NewBackend(mode)
-				if err != nil {
-					b.Skip(err)
-				}
-				backend.Netns = netnstest.New(b)
-				fw := New(backend, slog.New(slog.DiscardHandler))
-				ctx := context.Background()
 				var base []Network
 				for i := range others {
 					base = append(base, nthNetwork(i))
 				}
-				with := append(slices.Clone(base), nthNetwork(others))
-				if err := fw.Apply(ctx, base); err != nil {
-					b.Fatal(err)
-				}
-				for b.Loop() {
-					for _, plan := range [][]Network{with, base} {
-						if err := fw.Apply(ctx, plan); err != nil {
-							b.Fatal(err)
-						}
-					}
-				}
+				benchToggle(b, mode, base, append(slices.Clone(base), nthNetwork(others)), false)
 			})
 		}
 	}
