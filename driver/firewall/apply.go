@@ -100,7 +100,7 @@ func holdsOurs(s Saved) bool {
 // Apply makes ournet's chains hold exactly the render of networks and puts
 // the jumps into them where they belong: one iptables-restore --noflush per
 // family, naming only the chains that change (a second one after reading the
-// rules back if the kernel refused the first). Running it again with the same
+// rules back if iptables-restore refused the first). Running it again with the same
 // networks execs nothing.
 func (fw *Firewall) Apply(ctx context.Context, networks []Network) error {
 	if err := Validate(networks); err != nil {
@@ -243,7 +243,8 @@ func (e chainEdit) write(b *strings.Builder) {
 // ruleset old to rs (same layout): only chains that are new, changed or gone.
 // A chain that stays gets its few changed rules deleted and inserted in
 // place (ruleEdits) rather than rewritten whole, so adding a network or a
-// publishing container costs the same with 200 of them as with none.
+// publishing container writes the same few lines with 200 of them as with
+// none.
 func changeInput(old, rs Ruleset) string {
 	var b strings.Builder
 	for i, t := range rs.Tables {
