@@ -33,7 +33,7 @@ type server struct {
 	published func() any
 	status    func() (status.Status, error) // set by statusFrom before start; nil: 503
 
-	calls callStats // every API call answered, for the status document
+	calls callStats // every API call that reached the driver, for the status document
 }
 
 // readyWait bounds how long a call waits for start-up recovery; the
