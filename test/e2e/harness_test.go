@@ -80,9 +80,7 @@ func TestMain(m *testing.M) {
 // sweep removes every container, network and namespace the suite made.
 func sweep() {
 	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "name="+namePrefix).Output()
-	if ids := strings.Fields(string(out)); len(ids) > 0 {
-		exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
-	}
+	removeEach(strings.Fields(string(out))...)
 	out, _ = exec.Command("docker", "network", "ls", "-q", "--filter", "name="+namePrefix).Output()
 	for _, id := range strings.Fields(string(out)) {
 		exec.Command("docker", "network", "rm", id).Run()
@@ -150,6 +148,17 @@ func dockerFails(t testing.TB, args ...string) string {
 		t.Fatalf("docker %s succeeded, want an error; output:\n%s", strings.Join(args, " "), out)
 	}
 	return out
+}
+
+// removeEach removes containers one at a time, ignoring errors: Docker 20.10
+// removing several at once (one docker rm -f with many names) can lose count
+// of a network's endpoints, and the network then cannot be removed ("has
+// active endpoints") until dockerd restarts and logs "Fixing inconsistent
+// endpoint_cnt".
+func removeEach(names ...string) {
+	for _, n := range names {
+		cmd("docker", "rm", "-f", n)
+	}
 }
 
 // network creates a docker network removed when the test ends.

@@ -98,7 +98,9 @@ func TestIPAMSurvivesPluginRestart(t *testing.T) {
 		t.Fatalf("third container got %s, want 172.204.0.4 (next after the two kept leases)", got)
 	}
 	// The pool ID the engine kept from before the restart still releases it.
-	docker(t, "rm", "-f", first, second, third)
+	for _, c := range []string{first, second, third} {
+		docker(t, "rm", "-f", c)
+	}
 	docker(t, "network", "rm", n)
 	if state := must(t, "cat", "/var/lib/ournet/ipam.json"); strings.Contains(state, "172.204.0.0/24") {
 		t.Fatalf("the pool was not released after the restart:\n%s", state)

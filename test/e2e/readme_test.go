@@ -17,11 +17,12 @@ func TestReadmeCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	cleanup := func() {
-		cmd("docker", "rm", "-f", "web1", "web2", "web3", "client", "published", "shop1", "shop2", "shop3", "tg-net")
+		removeEach("web1", "web2", "web3", "client", "published", "shop1", "shop2", "shop3", "tg-net")
 		cmd("docker", "network", "rm", "netlb", "backend", "n1", "n2", "shop")
 	}
 	cleanup()
-	t.Cleanup(cleanup)
+	// Cleanups run last first: the containers and networks go before the
+	// plugin is restarted, never while it is down.
 	t.Cleanup(func() {
 		// The settings example turns on debug logging; put it back.
 		if out, _ := cmd("docker", "plugin", "inspect", "-f", "{{.Enabled}}", managedName); out == "true" {
@@ -30,6 +31,7 @@ func TestReadmeCommands(t *testing.T) {
 		cmd("docker", "plugin", "set", managedName, "LOG_LEVEL=info")
 		cmd("docker", "plugin", "enable", managedName)
 	})
+	t.Cleanup(cleanup)
 	blocks := shellBlocks(string(raw))
 	if len(blocks) < 5 {
 		t.Fatalf("README has %d sh blocks; the lab alone has more", len(blocks))

@@ -128,7 +128,7 @@ func TestRegistryInstallAndUpgrade(t *testing.T) {
 		t.Errorf("a new container on %s asked %s:80: %v %q, want %s", n, ip, err, out, srv)
 	}
 
-	cmd("docker", "rm", "-f", srv, client)
+	removeEach(srv, client)
 	docker(t, "network", "rm", n)
 	docker(t, "plugin", "disable", ref1)
 	docker(t, "plugin", "rm", ref1)

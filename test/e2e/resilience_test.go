@@ -230,7 +230,9 @@ func TestNoLeaksOverCycles(t *testing.T) {
 			docker(t, append(args, image, "sleep", "600")...)
 			ctrs = append(ctrs, name)
 		}
-		docker(t, append([]string{"rm", "-f"}, ctrs...)...)
+		for _, c := range ctrs {
+			docker(t, "rm", "-f", c)
+		}
 		docker(t, "network", "rm", n)
 	}
 	if links, diff := len(linkNames(t)), ruleDiff(baseRules, rules(t)); links != baseLinks || diff != "" {
@@ -301,7 +303,7 @@ func TestParallelRuns(t *testing.T) {
 		}(i)
 	}
 	wg.Wait()
-	t.Cleanup(func() { cmd("docker", append([]string{"rm", "-f"}, names...)...) })
+	t.Cleanup(func() { removeEach(names...) })
 	seen := map[string]string{}
 	for i, name := range names {
 		if errs[i] != nil {
