@@ -41,13 +41,7 @@ func (c Cleaner) ClearUDP(addrs []netip.Addr) error {
 		if len(f.addrs) == 0 {
 			continue
 		}
-		var err error
-		if c.Handle != nil {
-			_, err = c.Handle.ConntrackDeleteFilters(netlink.ConntrackTable, family.f, f)
-		} else {
-			_, err = netlink.ConntrackDeleteFilters(netlink.ConntrackTable, family.f, f)
-		}
-		if err != nil {
+		if _, err := c.handle().ConntrackDeleteFilters(netlink.ConntrackTable, family.f, f); err != nil {
 			errs = append(errs, fmt.Errorf("delete UDP conntrack entries of %v: %w", addrs, err))
 		}
 	}
@@ -64,19 +58,13 @@ func (c Cleaner) Count(addrs []netip.Addr) (map[netip.Addr]int, error) {
 	}
 	counts := make(map[netip.Addr]int, len(want))
 	for _, family := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
-		var flows []*netlink.ConntrackFlow
-		var err error
-		if c.Handle != nil {
-			flows, err = c.Handle.ConntrackTableList(netlink.ConntrackTable, family)
-		} else {
-			flows, err = netlink.ConntrackTableList(netlink.ConntrackTable, family)
-		}
+		flows, err := c.handle().ConntrackTableList(netlink.ConntrackTable, family)
 		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 			return nil, fmt.Errorf("list conntrack entries: %w", err)
 		}
 		for _, f := range flows {
-			if a, ok := netip.AddrFromSlice(f.Reverse.SrcIP); ok && want[a.Unmap()] && !f.Forward.DstIP.Equal(f.Reverse.SrcIP) {
-				counts[a.Unmap()]++
+			if a, ok := translatedReply(f); ok && want[a] {
+				counts[a]++
 			}
 		}
 	}
@@ -90,6 +78,25 @@ func (f replyFrom) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 	if flow.Forward.Protocol != unix.IPPROTO_UDP {
 		return false
 	}
+	a, ok := translatedReply(flow)
+	return ok && f.addrs[a]
+}
+
+// translatedReply is the address that answers a destination-translated
+// flow (ok false for a flow sent to that address itself).
+func translatedReply(flow *netlink.ConntrackFlow) (netip.Addr, bool) {
 	a, ok := netip.AddrFromSlice(flow.Reverse.SrcIP)
-	return ok && f.addrs[a.Unmap()] && !flow.Forward.DstIP.Equal(flow.Reverse.SrcIP)
+	if !ok || flow.Forward.DstIP.Equal(flow.Reverse.SrcIP) {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// handle is Handle, or one in the current namespace (what netlink's
+// package-level functions use).
+func (c Cleaner) handle() *netlink.Handle {
+	if c.Handle != nil {
+		return c.Handle
+	}
+	return &netlink.Handle{}
 }
