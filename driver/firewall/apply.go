@@ -283,22 +283,23 @@ func changeInput(old, rs Ruleset) string {
 // is unique within old and within new (a -D deletes the first match), and
 // the rules both keep their order.
 func ruleEdits(chain string, old, new []Rule) (lines []string, ok bool) {
-	inOld, okOld := ruleSet(old)
-	inNew, okNew := ruleSet(new)
+	oldText, newText := ruleTexts(old), ruleTexts(new)
+	inOld, okOld := textSet(oldText)
+	inNew, okNew := textSet(newText)
 	if !okOld || !okNew {
 		return nil, false
 	}
 	var keptOld, keptNew []string
-	for _, r := range old {
-		if k := r.String(); inNew[k] {
+	for _, k := range oldText {
+		if inNew[k] {
 			keptOld = append(keptOld, k)
 		} else {
 			lines = append(lines, fmt.Sprintf("-D %s %s", chain, k))
 		}
 	}
 	lastKept := -1 // new's last kept rule: inserts after it are appends
-	for i, r := range new {
-		if k := r.String(); inOld[k] {
+	for i, k := range newText {
+		if inOld[k] {
 			keptNew = append(keptNew, k)
 			lastKept = i
 		}
@@ -306,8 +307,8 @@ func ruleEdits(chain string, old, new []Rule) (lines []string, ok bool) {
 	if !slices.Equal(keptOld, keptNew) {
 		return nil, false
 	}
-	for i, r := range new {
-		switch k := r.String(); {
+	for i, k := range newText {
+		switch {
 		case inOld[k]:
 		case i > lastKept:
 			lines = append(lines, fmt.Sprintf("-A %s %s", chain, k))
@@ -321,11 +322,18 @@ func ruleEdits(chain string, old, new []Rule) (lines []string, ok bool) {
 	return lines, true
 }
 
-// ruleSet indexes rules by their text; ok is false if one repeats.
-func ruleSet(rules []Rule) (set map[string]bool, ok bool) {
-	set = make(map[string]bool, len(rules))
-	for _, r := range rules {
-		k := r.String()
+func ruleTexts(rules []Rule) []string {
+	out := make([]string, len(rules))
+	for i, r := range rules {
+		out[i] = r.String()
+	}
+	return out
+}
+
+// textSet indexes rule texts; ok is false if one repeats.
+func textSet(texts []string) (set map[string]bool, ok bool) {
+	set = make(map[string]bool, len(texts))
+	for _, k := range texts {
 		if set[k] {
 			return nil, false
 		}
