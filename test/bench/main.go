@@ -171,7 +171,7 @@ func memory(net string) {
 		names = append(names, name)
 	}
 	loaded := pluginRSS()
-	run("docker", append([]string{"rm", "-f"}, names...)...)
+	removeEach(names)
 	fmt.Printf("\nplugin resident memory: %s idle, %s with %d endpoints\n", idle, loaded, *endpoints)
 }
 
@@ -229,11 +229,19 @@ func median(d []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
+// removeEach removes the containers one at a time: Docker 20.10 removing
+// many at once (docker rm -f with many names runs them in parallel) can
+// leave a network's endpoint count wrong ("has active endpoints" until the
+// engine restarts and logs "Fixing inconsistent endpoint_cnt").
+func removeEach(names []string) {
+	for _, n := range names {
+		run("docker", "rm", "-f", n)
+	}
+}
+
 func cleanup(nets ...string) {
 	out, _ := run("docker", "ps", "-aq", "--filter", "name=bench-")
-	if ids := strings.Fields(out); len(ids) > 0 {
-		run("docker", append([]string{"rm", "-f"}, ids...)...)
-	}
+	removeEach(strings.Fields(out))
 	for _, n := range append(nets, "bench-net-tmp") {
 		removeNetwork(n)
 	}

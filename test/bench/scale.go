@@ -116,13 +116,13 @@ func scaleTable(version string) {
 	first, last := containerGrowth("ournet", 220)
 	bfirst, blast := containerGrowth("bridge", 222)
 	rows = append(rows, growth{name: fmt.Sprintf("docker run -d: joining %d others vs none", *scaleCount-1), small: first, big: last,
-		bridge: fmt.Sprintf("%s -> %s (%.2f)", ms(bfirst.total), ms(blast.total), ratio(blast.total, bfirst.total))})
+		bridge: growthText(bfirst, blast)})
 
 	// 5. The first and the last of N networks, and the same with Docker's bridge.
 	first, last = networkGrowth("ournet", 200)
 	bfirst, blast = networkGrowth("bridge", 210)
 	rows = append(rows, growth{name: fmt.Sprintf("docker network create: network %d vs 1", *scaleCount), small: first, big: last,
-		bridge: fmt.Sprintf("%s -> %s (%.2f)", ms(bfirst.total), ms(blast.total), ratio(blast.total, bfirst.total))})
+		bridge: growthText(bfirst, blast)})
 
 	fmt.Printf("\n%-46s %8s %8s %6s  %-22s %s\n", "measurement", "small", "big", "ratio", "of which plugin", "Docker's bridge, small -> big")
 	for _, r := range rows {
@@ -201,16 +201,6 @@ func networkGrowth(driver string, octet int) (first, last sample) {
 	return firstLast(create)
 }
 
-// removeEach removes the containers one at a time: Docker 20.10 removing
-// many at once (docker rm -f with many names runs them in parallel) can
-// leave a network's endpoint count wrong ("has active endpoints" until the
-// engine restarts and logs "Fixing inconsistent endpoint_cnt").
-func removeEach(names []string) {
-	for _, n := range names {
-		run("docker", "rm", "-f", n)
-	}
-}
-
 // settle lets the engine finish what the previous command left it doing in
 // the background (container clean-up, state writes) before a sample, so
 // each sample starts from the same quiet engine.
@@ -220,6 +210,11 @@ func settle() { time.Sleep(time.Second) }
 func firstLast(s []sample) (sample, sample) {
 	k := min(5, len(s))
 	return medians(s[:k]), medians(s[len(s)-k:])
+}
+
+// growthText is small -> big (ratio), for Docker's bridge column.
+func growthText(small, big sample) string {
+	return fmt.Sprintf("%s -> %s (%.2f)", ms(small.total), ms(big.total), ratio(big.total, small.total))
 }
 
 // pluginPart is a sample's plugin time, ? where the status was unreadable.
