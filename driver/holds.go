@@ -13,8 +13,11 @@ import (
 // ournet's own holds for host processes: the chooser already refuses ports
 // ournet publishes for other endpoints, and an endpoint publishing again
 // (a replayed ProgramExternalConnectivity, Docker 29's Program after Join)
-// must get its own held ports back.
+// must get its own held ports back. With a reserver, a fixed host port is
+// checked by its hold alone (reserveConflict words the refusal as the
+// chooser would).
 func withHolds(r Reserver, c *ports.Chooser) (Reserver, *ports.Chooser) {
+	held := r != nil
 	if r == nil {
 		r = noHolds{}
 	}
@@ -22,6 +25,7 @@ func withHolds(r Reserver, c *ports.Chooser) (Reserver, *ports.Chooser) {
 		return r, c
 	}
 	wrapped := *c
+	wrapped.FixedPortsHeld = held
 	wrapped.InUse = func(proto string, ip netip.Addr, ipv6 bool, port uint16) bool {
 		return !r.Holds(hostPort(proto, ip, ipv6, port)) && c.InUse(proto, ip, ipv6, port)
 	}

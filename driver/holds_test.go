@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"reflect"
 	"testing"
 
@@ -167,6 +168,34 @@ func TestRepublishKeepsOwnHolds(t *testing.T) {
 	if err := h.program(epB, `[{"Proto":6,"Port":80,"HostPort":9090,"HostPortEnd":9090}]`); err == nil ||
 		err.Error() != "cannot publish tcp port 0.0.0.0:9090 (to container port 80): already in use on the host; choose another host port or stop what uses it" {
 		t.Errorf("publishing a host process's port: %v", err)
+	}
+}
+
+// A fixed host port is checked by its hold alone (one bind per port, not
+// two): the host is asked only when ournet picks among ports.
+func TestFixedPortsAskTheHostOnlyThroughTheHold(t *testing.T) {
+	h := newHarness(t)
+	asked := 0
+	h.chooser.InUse = func(proto string, ip netip.Addr, ipv6 bool, port uint16) bool {
+		asked++
+		return h.holds.kernelInUse(proto, ip, ipv6, port)
+	}
+	h.restart()
+	h.mustCreateNetwork(netA, 1, nil)
+	h.mustJoinedEndpoint(netA, epA, "172.30.1.5/24")
+	h.mustJoinedEndpoint(netA, epB, "172.30.1.6/24")
+	if err := h.program(epA, `[{"Proto":17,"Port":5000,"HostPort":5000,"HostPortEnd":5000},{"Proto":17,"Port":5001,"HostPort":5001,"HostPortEnd":5001}]`); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(h.holds.list()); asked != 0 || got != 2 {
+		t.Errorf("fixed ports: InUse asked %d times, %d holds; want 0 and 2", asked, got)
+	}
+	h.holds.bindOnHost("tcp", "0.0.0.0:9090")
+	if err := h.program(epB, `[{"Proto":6,"Port":80,"HostPort":9090,"HostPortEnd":9091}]`); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.publishedIn(netA); asked == 0 || len(got) != 3 || got[0].Proto != "tcp" || got[0].HostPort != 9091 {
+		t.Errorf("range 9090-9091 with 9090 bound on the host: InUse asked %d times, published %+v", asked, got)
 	}
 }
 

@@ -84,7 +84,11 @@ func TestDecodeErrors(t *testing.T) {
 		{"host port too big", `[{"Proto":6,"Port":80,"HostPort":70000}]`, []string{"70000"}},
 		{"negative host port", `[{"Proto":6,"Port":80,"HostPort":-1}]`, []string{"-1"}},
 		{"not a list", `{"Proto":6}`, []string{"not a list"}},
-		{"proto as string", `[{"Proto":"tcp","Port":80}]`, []string{"not a list"}},
+		{"proto as string", `[{"Proto":"tcp","Port":80}]`, []string{"binding 0", "Proto is a string, not a number"}},
+		{"fractional port", `[{"Proto":6,"Port":80},{"Proto":6,"Port":80.5}]`, []string{"binding 1", "Port is 80.5, not an integer"}},
+		{"huge host port", `[{"Proto":6,"Port":80,"HostPort":1e300}]`, []string{"HostPort is 1e+300, not an integer"}},
+		{"host IP as number", `[{"Proto":6,"Port":80,"HostIP":1}]`, []string{"HostIP is a float64, not a string"}},
+		{"binding not an object", `[6]`, []string{"binding 0", "not an object"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -222,6 +226,37 @@ func TestChooseInUse(t *testing.T) {
 	got, err := choose(c, []Request{{Proto: "tcp", HostPort: 8080, HostPortEnd: 8090, ContainerPort: 80}}, containerIP, nil)
 	if err != nil || got[0].HostPort != 8085 {
 		t.Errorf("range with one free port: %+v, %v", got, err)
+	}
+}
+
+// With FixedPortsHeld the hold that follows is the host check of a fixed
+// port: InUse is asked only when the chooser picks among ports, and a port
+// ournet already publishes is refused either way.
+func TestChooseFixedPortsHeld(t *testing.T) {
+	asked := 0
+	c := &Chooser{FixedPortsHeld: true, InUse: func(_ string, _ netip.Addr, _ bool, port uint16) bool {
+		asked++
+		return port == 8080
+	}}
+	var fixed []Request
+	for p := uint16(10000); p < 10100; p++ {
+		fixed = append(fixed, Request{Proto: "udp", HostPort: p, HostPortEnd: p, ContainerPort: p})
+	}
+	fixed = append(fixed, Request{Proto: "tcp", HostPort: 8080, HostPortEnd: 8080, ContainerPort: 80})
+	if got, err := choose(c, fixed, containerIP, nil); err != nil || len(got) != 101 || asked != 0 {
+		t.Errorf("fixed ports: %d chosen, %v, InUse asked %d times, want 101, no error, 0", len(got), err, asked)
+	}
+	got, err := choose(c, []Request{{Proto: "tcp", HostPort: 8080, HostPortEnd: 8081, ContainerPort: 80}}, containerIP, nil)
+	if err != nil || got[0].HostPort != 8081 || asked == 0 {
+		t.Errorf("range 8080-8081 with 8080 in use: %+v, %v, InUse asked %d times", got, err, asked)
+	}
+	published := []firewall.PublishedPort{{Proto: "udp", HostPort: 10000, ContainerIP: addr("172.30.0.9"), ContainerPort: 1}}
+	if _, err := choose(c, fixed[:1], containerIP, published); err == nil || !strings.Contains(err.Error(), "already published by ournet") {
+		t.Errorf("fixed port ournet publishes: %v, want a conflict", err)
+	}
+	c.FixedPortsHeld, asked = false, 0
+	if _, err := choose(c, fixed, containerIP, nil); err == nil || asked != 101 {
+		t.Errorf("without FixedPortsHeld: %v, InUse asked %d times, want tcp 8080 refused after 101", err, asked)
 	}
 }
 
@@ -390,5 +425,20 @@ func BenchmarkChooseRange(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkDecodeRange decodes a 1000-port equal range as the plugin gets
+// it: already JSON-decoded into maps by the request decoder.
+func BenchmarkDecodeRange(b *testing.B) {
+	var raw []interface{}
+	for p := 50000; p < 51000; p++ {
+		raw = append(raw, map[string]interface{}{"Proto": float64(17), "IP": "", "Port": float64(p), "HostIP": "", "HostPort": float64(p), "HostPortEnd": float64(p)})
+	}
+	for b.Loop() {
+		reqs, err := Decode(raw)
+		if err != nil || len(reqs) != 1000 {
+			b.Fatal(len(reqs), err)
+		}
 	}
 }
