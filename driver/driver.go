@@ -592,8 +592,9 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 	}
 	host, _ := vethNames(ep.ID)
 	value := map[string]string{"ournet.veth": host}
-	for i, p := range ep.Ports {
-		value[fmt.Sprintf("ournet.port.%d", i)] = describePort(p)
+	// One entry per run: a 1000-port range is one line, not 1000.
+	for i, run := range firewall.DescribePorts(ep.Ports) {
+		value[fmt.Sprintf("ournet.port.%d", i)] = run
 	}
 	return &network.InfoResponse{Value: value}, nil
 }

@@ -492,6 +492,19 @@ func TestProgramExternalConnectivity(t *testing.T) {
 	if err != nil || info.Value["ournet.port.0"] != "0.0.0.0:8080->172.30.1.5:80/tcp" {
 		t.Errorf("EndpointInfo = %+v, %v", info, err)
 	}
+	// An equal range is one entry.
+	if err := h.program(epA, `[{"Proto":6,"Port":80,"HostPort":8080},{"Proto":17,"Port":4000,"HostPort":4000},{"Proto":17,"Port":4001,"HostPort":4001},{"Proto":17,"Port":4002,"HostPort":4002}]`); err != nil {
+		t.Fatal(err)
+	}
+	info, err = h.d.EndpointInfo(&network.InfoRequest{NetworkID: netA, EndpointID: epA})
+	wantInfo := map[string]string{"ournet.veth": info.Value["ournet.veth"],
+		"ournet.port.0": "0.0.0.0:8080->172.30.1.5:80/tcp", "ournet.port.1": "0.0.0.0:4000-4002->172.30.1.5:4000-4002/udp"}
+	if err != nil || !reflect.DeepEqual(info.Value, wantInfo) {
+		t.Errorf("EndpointInfo with a range = %+v, %v; want %+v", info, err, wantInfo)
+	}
+	if err := h.program(epA, port8080); err != nil {
+		t.Fatal(err)
+	}
 
 	// Programming again (a replay) is not a conflict with itself.
 	if err := h.program(epA, port8080); err != nil {

@@ -421,6 +421,47 @@ func collapse(ports []PublishedPort) []portRange {
 	return out
 }
 
+// DescribePorts shows published ports as users write them, one string per
+// run the rules forward together, IPv4 before IPv6:
+// "0.0.0.0:40000-40999->172.30.1.5:40000-40999/udp" for an equal range,
+// "[::]:8080->[fd00::5]:80/tcp" for one port.
+func DescribePorts(ports []PublishedPort) []string {
+	var v4, v6 []PublishedPort // collapse merges runs within one family, as the rules are
+	for _, p := range ports {
+		if p.ContainerIP.Unmap().Is4() {
+			v4 = append(v4, p)
+		} else {
+			v6 = append(v6, p)
+		}
+	}
+	runs := append(collapse(v4), collapse(v6)...)
+	out := make([]string, len(runs))
+	for i, r := range runs {
+		host := r.HostIP
+		if !host.IsValid() {
+			host = netip.IPv4Unspecified()
+			if r.ContainerIP.Is6() {
+				host = netip.IPv6Unspecified()
+			}
+		}
+		out[i] = fmt.Sprintf("%s->%s/%s", hostPorts(host, r.First, r.Last),
+			hostPorts(r.ContainerIP, r.ContainerFirst, r.ContainerFirst+(r.Last-r.First)), r.Proto)
+	}
+	return out
+}
+
+// hostPorts is ip:first or ip:first-last, IPv6 in brackets.
+func hostPorts(ip netip.Addr, first, last uint16) string {
+	ports := strconv.Itoa(int(first))
+	if last != first {
+		ports += "-" + strconv.Itoa(int(last))
+	}
+	if ip.Is6() {
+		return "[" + ip.String() + "]:" + ports
+	}
+	return ip.String() + ":" + ports
+}
+
 func comparePorts(a, b PublishedPort) int {
 	return cmp.Or(
 		cmp.Compare(a.Proto, b.Proto),

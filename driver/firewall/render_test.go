@@ -410,3 +410,31 @@ func TestRenderLoopbackGuard(t *testing.T) {
 		}
 	}
 }
+
+func TestDescribePorts(t *testing.T) {
+	v4, v6 := netip.MustParseAddr("172.30.1.5"), netip.MustParseAddr("fd00::5")
+	var ports []PublishedPort
+	for p := uint16(4002); p >= 4000; p-- { // out of order: runs are found after sorting
+		ports = append(ports, PublishedPort{Proto: "udp", HostPort: p, ContainerIP: v4, ContainerPort: p},
+			PublishedPort{Proto: "udp", HostPort: p, ContainerIP: v6, ContainerPort: p})
+	}
+	ports = append(ports,
+		PublishedPort{Proto: "tcp", HostPort: 8080, ContainerIP: v4, ContainerPort: 80},
+		PublishedPort{Proto: "tcp", HostPort: 8081, ContainerIP: v4, ContainerPort: 81}, // unequal: one each
+		PublishedPort{Proto: "tcp", HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 9000, ContainerIP: v4, ContainerPort: 9000},
+		PublishedPort{Proto: "tcp", HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 9001, ContainerIP: v4, ContainerPort: 9001})
+	before := slices.Clone(ports)
+	want := []string{
+		"0.0.0.0:8080->172.30.1.5:80/tcp",
+		"0.0.0.0:8081->172.30.1.5:81/tcp",
+		"127.0.0.1:9000-9001->172.30.1.5:9000-9001/tcp",
+		"0.0.0.0:4000-4002->172.30.1.5:4000-4002/udp",
+		"[::]:4000-4002->[fd00::5]:4000-4002/udp",
+	}
+	if got := DescribePorts(ports); !slices.Equal(got, want) {
+		t.Errorf("DescribePorts =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if !slices.Equal(ports, before) {
+		t.Error("DescribePorts reordered its argument")
+	}
+}
