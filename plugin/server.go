@@ -136,7 +136,7 @@ func route[D, Req, Res any](s *server, path string, driver *D, method func(D, *R
 		}
 		req := new(Req)
 		if _, bodyless := any(req).(*struct{}); !bodyless {
-			if err := sdk.DecodeRequest(w, r, req); err != nil {
+			if err := decodeRequest(w, r, req); err != nil {
 				s.log.Warn("bad request", "call", path, "error", err)
 				return
 			}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/docker/go-plugins-helpers/ipam"
 	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/ournet/ournet/driver/ports"
 )
 
 // fakeNetwork answers the network calls the tests make; the embedded nil
@@ -27,6 +30,20 @@ type fakeNetwork struct {
 	created []*network.CreateNetworkRequest
 	block   chan struct{} // when set, CreateEndpoint waits on it
 	entered chan struct{} // when set, CreateEndpoint reports it started
+	// endpointCalls: the requests of CreateEndpoint, Join and
+	// ProgramExternalConnectivity, in order.
+	endpointCalls []any
+}
+
+func (f *fakeNetwork) record(req any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.endpointCalls = append(f.endpointCalls, req)
+}
+
+func (f *fakeNetwork) ProgramExternalConnectivity(req *network.ProgramExternalConnectivityRequest) error {
+	f.record(req)
+	return nil
 }
 
 func (f *fakeNetwork) GetCapabilities() (*network.CapabilitiesResponse, error) {
@@ -46,6 +63,7 @@ func (f *fakeNetwork) CreateNetwork(req *network.CreateNetworkRequest) error {
 func (f *fakeNetwork) DeleteNetwork(*network.DeleteNetworkRequest) error { return nil }
 
 func (f *fakeNetwork) CreateEndpoint(req *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
+	f.record(req)
 	if f.entered != nil {
 		f.entered <- struct{}{}
 	}
@@ -56,6 +74,7 @@ func (f *fakeNetwork) CreateEndpoint(req *network.CreateEndpointRequest) (*netwo
 }
 
 func (f *fakeNetwork) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
+	f.record(req)
 	return &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: "onc0123", DstPrefix: "eth"}, Gateway: "172.30.0.1"}, nil
 }
 
@@ -327,5 +346,68 @@ func TestRouteJSON(t *testing.T) {
 	status, raw := ts.post(t, "/ournet.PublishedPorts", "")
 	if status != http.StatusOK || !bytes.Contains(raw, []byte(`"host_port":8080`)) {
 		t.Errorf("PublishedPorts = %d %s", status, raw)
+	}
+}
+
+// The endpoint calls hand the port map on still encoded and drop the
+// exposed ports; every other field and option decodes as before.
+func TestEndpointCallsKeepPortListsEncoded(t *testing.T) {
+	ts := startServer(t, true)
+	portMap := `[{"Proto":17,"IP":"","Port":4000,"HostIP":"","HostPort":4000,"HostPortEnd":4000},{"Proto":6,"Port":80,"HostIP":"127.0.0.1","HostPort":8080}]`
+	options := `{"com.docker.network.portmap":` + portMap + `,"com.docker.network.endpoint.exposedports":[{"Proto":17,"Port":4000}],` +
+		`"ournet.lb.group":"web","com.docker.network.generic":{"ournet.mtu":"1400"}}`
+	for _, call := range []struct{ path, body string }{
+		{"/NetworkDriver.CreateEndpoint", `{"NetworkID":"n1","EndpointID":"e1","Interface":{"Address":"172.30.0.5/24"},"Options":` + options + `}`},
+		{"/NetworkDriver.Join", `{"NetworkID":"n1","EndpointID":"e1","SandboxKey":"/var/run/docker/netns/x","Options":` + options + `}`},
+		{"/NetworkDriver.ProgramExternalConnectivity", `{"NetworkID":"n1","EndpointID":"e1","Options":` + options + `}`},
+	} {
+		if status, raw := ts.post(t, call.path, call.body); status != http.StatusOK {
+			t.Fatalf("%s = %d %s", call.path, status, raw)
+		}
+	}
+	var want interface{}
+	if err := json.Unmarshal([]byte(portMap), &want); err != nil {
+		t.Fatal(err)
+	}
+	wantPorts, err := ports.Decode(want)
+	if err != nil || len(wantPorts) != 2 {
+		t.Fatal(wantPorts, err)
+	}
+	ts.net.mu.Lock()
+	calls := ts.net.endpointCalls
+	ts.net.mu.Unlock()
+	if len(calls) != 3 {
+		t.Fatalf("%d endpoint calls reached the driver, want 3", len(calls))
+	}
+	for _, c := range calls {
+		var opts map[string]interface{}
+		var ids string
+		switch r := c.(type) {
+		case *network.CreateEndpointRequest:
+			opts, ids = r.Options, r.NetworkID+" "+r.EndpointID+" "+r.Interface.Address
+		case *network.JoinRequest:
+			opts, ids = r.Options, r.NetworkID+" "+r.EndpointID+" "+r.SandboxKey
+		case *network.ProgramExternalConnectivityRequest:
+			opts, ids = r.Options, r.NetworkID+" "+r.EndpointID
+		}
+		if !strings.HasPrefix(ids, "n1 e1") || strings.HasSuffix(ids, " ") {
+			t.Errorf("%T: fields %q, want every field decoded", c, ids)
+		}
+		if _, encoded := opts[ports.PortMapKey].([]byte); !encoded {
+			t.Errorf("%T: port map is a %T, want it still encoded ([]byte)", c, opts[ports.PortMapKey])
+		}
+		if got, err := ports.Decode(opts[ports.PortMapKey]); err != nil || !reflect.DeepEqual(got, wantPorts) {
+			t.Errorf("%T: port map decodes to %+v, %v; want %+v", c, got, err, wantPorts)
+		}
+		if _, kept := opts[exposedPortsKey]; kept {
+			t.Errorf("%T: exposed ports kept", c)
+		}
+		generic, _ := opts["com.docker.network.generic"].(map[string]interface{})
+		if opts["ournet.lb.group"] != "web" || generic["ournet.mtu"] != "1400" || len(opts) != 3 {
+			t.Errorf("%T: options %+v", c, opts)
+		}
+	}
+	if status, raw := ts.post(t, "/NetworkDriver.Join", `{"NetworkID":"n1","Options":{"ournet.lb.group":}}`); status != http.StatusBadRequest {
+		t.Errorf("malformed options = %d %s, want 400", status, raw)
 	}
 }

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/ournet/ournet/driver/ports"
+)
+
+// exposedPortsKey is the endpoint option listing the container's exposed
+// ports; ournet does not read it.
+const exposedPortsKey = "com.docker.network.endpoint.exposedports"
+
+// decodeRequest decodes a call's JSON body into req, as the helpers'
+// sdk.DecodeRequest does (a bad body is answered 400 here), with one
+// difference: the endpoint calls' port lists stay encoded. The engine sends
+// the port map and the exposed ports with CreateEndpoint, Join and
+// ProgramExternalConnectivity, one object per port: a 1000-port range is
+// 2000 objects in each. Decoding them into maps three times cost more than
+// everything else ournet does to publish the range. The port map is handed
+// on as []byte, which ports.Decode reads where a call needs it; the exposed
+// ports, which nothing reads, are dropped.
+func decodeRequest(w http.ResponseWriter, r *http.Request, req any) error {
+	var err error
+	dec := json.NewDecoder(r.Body)
+	switch v := req.(type) {
+	case *network.CreateEndpointRequest:
+		wire := struct {
+			*network.CreateEndpointRequest
+			Options rawOptions
+		}{CreateEndpointRequest: v}
+		if err = dec.Decode(&wire); err == nil {
+			v.Options, err = wire.Options.values()
+		}
+	case *network.JoinRequest:
+		wire := struct {
+			*network.JoinRequest
+			Options rawOptions
+		}{JoinRequest: v}
+		if err = dec.Decode(&wire); err == nil {
+			v.Options, err = wire.Options.values()
+		}
+	case *network.ProgramExternalConnectivityRequest:
+		wire := struct {
+			*network.ProgramExternalConnectivityRequest
+			Options rawOptions
+		}{ProgramExternalConnectivityRequest: v}
+		if err = dec.Decode(&wire); err == nil {
+			v.Options, err = wire.Options.values()
+		}
+	default:
+		err = dec.Decode(req)
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+	}
+	return err
+}
+
+// rawOptions is an options object with its values still encoded.
+type rawOptions map[string]json.RawMessage
+
+// values decodes every option but the port lists: the port map stays
+// encoded ([]byte), the exposed ports are left out.
+func (o rawOptions) values() (map[string]interface{}, error) {
+	if o == nil {
+		return nil, nil
+	}
+	out := make(map[string]interface{}, len(o))
+	for k, raw := range o {
+		switch k {
+		case exposedPortsKey:
+			continue
+		case ports.PortMapKey:
+			out[k] = []byte(raw)
+			continue
+		}
+		var v interface{}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, err
+		}
+		out[k] = v
+	}
+	return out, nil
+}
