@@ -73,18 +73,14 @@ func (h *harness) mustJoinedEndpoint(networkID, endpointID, address string) {
 	h.mustJoin(networkID, endpointID)
 }
 
-// portMap is the engine's portmap option as the helpers' JSON decoder hands
-// it over: []interface{} of map[string]interface{} with float64 numbers.
+// portMap is the engine's portmap option as the plugin's request decoder
+// hands it over: its JSON text, as []byte (plugin/decode.go).
 func portMap(t *testing.T, js string) map[string]interface{} {
 	t.Helper()
-	var body struct{ Options map[string]interface{} }
-	if err := json.Unmarshal([]byte(`{"Options":{"`+ports.PortMapKey+`":`+js+`}}`), &body); err != nil {
-		t.Fatal(err)
+	if !json.Valid([]byte(js)) {
+		t.Fatalf("port map %s is not JSON", js)
 	}
-	if _, ok := body.Options[ports.PortMapKey].([]interface{}); !ok {
-		t.Fatalf("port map decoded as %T", body.Options[ports.PortMapKey])
-	}
-	return body.Options
+	return map[string]interface{}{ports.PortMapKey: []byte(js)}
 }
 
 func (h *harness) program(endpointID, js string) error {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -405,6 +406,31 @@ func TestEndpointCallsKeepPortListsEncoded(t *testing.T) {
 		generic, _ := opts["com.docker.network.generic"].(map[string]interface{})
 		if opts["ournet.lb.group"] != "web" || generic["ournet.mtu"] != "1400" || len(opts) != 3 {
 			t.Errorf("%T: options %+v", c, opts)
+		}
+	}
+	// No options, null options, a null or string port map: as before.
+	ts.net.mu.Lock()
+	ts.net.endpointCalls = nil
+	ts.net.mu.Unlock()
+	for _, body := range []string{`{"EndpointID":"e2"}`, `{"EndpointID":"e2","Options":null}`,
+		`{"EndpointID":"e2","Options":{"com.docker.network.portmap":null}}`,
+		`{"EndpointID":"e2","Options":{"com.docker.network.portmap":` + strconv.Quote(portMap) + `}}`} {
+		if status, raw := ts.post(t, "/NetworkDriver.ProgramExternalConnectivity", body); status != http.StatusOK {
+			t.Fatalf("%s = %d %s", body, status, raw)
+		}
+	}
+	ts.net.mu.Lock()
+	calls = ts.net.endpointCalls
+	ts.net.mu.Unlock()
+	for i, c := range calls {
+		r := c.(*network.ProgramExternalConnectivityRequest)
+		got, err := ports.Decode(r.Options[ports.PortMapKey])
+		want := wantPorts
+		if i < 3 {
+			want = nil
+		}
+		if r.EndpointID != "e2" || err != nil || !reflect.DeepEqual(got, want) || (i < 2 && r.Options != nil) {
+			t.Errorf("call %d: %+v decodes to %+v, %v; want %+v", i, r, got, err, want)
 		}
 	}
 	if status, raw := ts.post(t, "/NetworkDriver.Join", `{"NetworkID":"n1","Options":{"ournet.lb.group":}}`); status != http.StatusBadRequest {

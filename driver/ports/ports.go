@@ -6,12 +6,9 @@ package ports
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"net/netip"
 	"sort"
-	"strconv"
-	"strings"
 
 	"github.com/ournet/ournet/driver/firewall"
 )
@@ -34,10 +31,10 @@ type Request struct {
 	SamePortAsPrevious bool
 }
 
-// engineBinding holds the fields of libnetwork's types.PortBinding that
-// ournet reads.
+// engineBinding mirrors libnetwork's types.PortBinding JSON.
 type engineBinding struct {
 	Proto       int
+	IP          string
 	Port        int
 	HostIP      string
 	HostPort    int
@@ -46,144 +43,60 @@ type engineBinding struct {
 
 var protoNames = map[int]string{6: "tcp", 17: "udp", 132: "sctp"}
 
-// Decode reads the port map option: already JSON-decoded into interface{}
-// values by the request decoder (read as they are, not encoded again: a
-// 1000-port range is 1000 bindings), or a raw JSON string.
+// Decode reads the port map option: the JSON text as the plugin's request
+// decoder hands it over ([]byte, or a string), or values already decoded
+// into interface{} (encoded again first, so both take one path).
 func Decode(raw interface{}) ([]Request, error) {
-	switch v := raw.(type) {
-	case nil:
+	if raw == nil {
 		return nil, nil
-	case string:
-		return DecodeJSON([]byte(v))
-	case []byte:
-		return DecodeJSON(v)
 	}
-	return decodeValue(raw)
+	var data []byte
+	switch v := raw.(type) {
+	case string:
+		data = []byte(v)
+	case []byte:
+		data = v
+	default:
+		var err error
+		if data, err = json.Marshal(v); err != nil {
+			return nil, fmt.Errorf("port map: %w", err)
+		}
+	}
+	return DecodeJSON(data)
 }
 
 // DecodeJSON parses the JSON form of the port map.
 func DecodeJSON(data []byte) ([]Request, error) {
-	var v interface{}
-	if err := json.Unmarshal(data, &v); err != nil {
+	var bindings []engineBinding
+	if err := json.Unmarshal(data, &bindings); err != nil {
 		return nil, fmt.Errorf("port map from the engine is not a list of bindings: %w", err)
 	}
-	return decodeValue(v)
-}
-
-// decodeValue reads the port map as encoding/json decodes it into
-// interface{}: a list of objects, numbers as float64.
-func decodeValue(v interface{}) ([]Request, error) {
-	if v == nil {
-		return nil, nil
-	}
-	list, ok := v.([]interface{})
-	if !ok {
-		return nil, fmt.Errorf("port map from the engine is not a list of bindings: got %T", v)
-	}
-	if len(list) == 0 {
-		return nil, nil
-	}
-	out := make([]Request, 0, len(list))
-	for i, item := range list {
-		b, err := bindingOf(item)
-		if err != nil {
-			return nil, fmt.Errorf("port map from the engine, binding %d: %w", i, err)
+	var out []Request
+	for _, b := range bindings {
+		proto, ok := protoNames[b.Proto]
+		if !ok {
+			return nil, fmt.Errorf("published port %d: protocol number %d is not supported (tcp, udp and sctp are)", b.Port, b.Proto)
 		}
-		r, err := b.request()
-		if err != nil {
-			return nil, err
+		if b.Port < 1 || b.Port > 65535 {
+			return nil, fmt.Errorf("published container port %d is out of range 1-65535", b.Port)
+		}
+		if b.HostPort < 0 || b.HostPort > 65535 || b.HostPortEnd < 0 || b.HostPortEnd > 65535 {
+			return nil, fmt.Errorf("host port %d-%d is out of range 1-65535", b.HostPort, b.HostPortEnd)
+		}
+		r := Request{Proto: proto, ContainerPort: uint16(b.Port), HostPort: uint16(b.HostPort), HostPortEnd: uint16(b.HostPortEnd)}
+		if r.HostPortEnd < r.HostPort {
+			r.HostPortEnd = r.HostPort
+		}
+		if b.HostIP != "" {
+			ip, err := netip.ParseAddr(b.HostIP)
+			if err != nil {
+				return nil, fmt.Errorf("published port %d: host IP %q is not an IP address", b.Port, b.HostIP)
+			}
+			r.HostIP = ip.Unmap()
 		}
 		out = append(out, r)
 	}
 	return out, nil
-}
-
-// bindingOf reads one binding object. Field names match as encoding/json
-// matches them into a struct: case-insensitively; unknown fields are
-// ignored, null is zero.
-func bindingOf(item interface{}) (engineBinding, error) {
-	var b engineBinding
-	if item == nil {
-		return b, nil
-	}
-	fields, ok := item.(map[string]interface{})
-	if !ok {
-		return b, fmt.Errorf("not an object but %T", item)
-	}
-	for name, v := range fields {
-		var err error
-		switch strings.ToLower(name) {
-		case "proto":
-			b.Proto, err = intOf(name, v)
-		case "port":
-			b.Port, err = intOf(name, v)
-		case "hostport":
-			b.HostPort, err = intOf(name, v)
-		case "hostportend":
-			b.HostPortEnd, err = intOf(name, v)
-		case "hostip":
-			b.HostIP, err = stringOf(name, v)
-		}
-		if err != nil {
-			return b, err
-		}
-	}
-	return b, nil
-}
-
-func intOf(name string, v interface{}) (int, error) {
-	switch n := v.(type) {
-	case nil:
-		return 0, nil
-	case float64:
-		if n != math.Trunc(n) || n < math.MinInt32 || n > math.MaxInt32 {
-			return 0, fmt.Errorf("%s is %v, not an integer", name, n)
-		}
-		return int(n), nil
-	case json.Number:
-		i, err := strconv.ParseInt(string(n), 10, 32)
-		if err != nil {
-			return 0, fmt.Errorf("%s is %s, not an integer", name, n)
-		}
-		return int(i), nil
-	}
-	return 0, fmt.Errorf("%s is a %T, not a number", name, v)
-}
-
-func stringOf(name string, v interface{}) (string, error) {
-	switch s := v.(type) {
-	case nil:
-		return "", nil
-	case string:
-		return s, nil
-	}
-	return "", fmt.Errorf("%s is a %T, not a string", name, v)
-}
-
-// request checks one binding and turns it into a Request.
-func (b engineBinding) request() (Request, error) {
-	proto, ok := protoNames[b.Proto]
-	if !ok {
-		return Request{}, fmt.Errorf("published port %d: protocol number %d is not supported (tcp, udp and sctp are)", b.Port, b.Proto)
-	}
-	if b.Port < 1 || b.Port > 65535 {
-		return Request{}, fmt.Errorf("published container port %d is out of range 1-65535", b.Port)
-	}
-	if b.HostPort < 0 || b.HostPort > 65535 || b.HostPortEnd < 0 || b.HostPortEnd > 65535 {
-		return Request{}, fmt.Errorf("host port %d-%d is out of range 1-65535", b.HostPort, b.HostPortEnd)
-	}
-	r := Request{Proto: proto, ContainerPort: uint16(b.Port), HostPort: uint16(b.HostPort), HostPortEnd: uint16(b.HostPortEnd)}
-	if r.HostPortEnd < r.HostPort {
-		r.HostPortEnd = r.HostPort
-	}
-	if b.HostIP != "" {
-		ip, err := netip.ParseAddr(b.HostIP)
-		if err != nil {
-			return Request{}, fmt.Errorf("published port %d: host IP %q is not an IP address", b.Port, b.HostIP)
-		}
-		r.HostIP = ip.Unmap()
-	}
-	return r, nil
 }
 
 // Chooser picks host ports. InUse reports a port some host socket holds in
