@@ -26,37 +26,44 @@ const exposedPortsKey = "com.docker.network.endpoint.exposedports"
 func decodeRequest(w http.ResponseWriter, r *http.Request, req any) error {
 	var err error
 	dec := json.NewDecoder(r.Body)
+	// Each wire struct's own Options hides the request's: it gets the
+	// options object, every other field lands in the request.
 	switch v := req.(type) {
 	case *network.CreateEndpointRequest:
 		wire := struct {
 			*network.CreateEndpointRequest
 			Options rawOptions
 		}{CreateEndpointRequest: v}
-		if err = dec.Decode(&wire); err == nil {
-			v.Options, err = wire.Options.values()
-		}
+		err = decodeOptions(dec, &wire, &wire.Options, &v.Options)
 	case *network.JoinRequest:
 		wire := struct {
 			*network.JoinRequest
 			Options rawOptions
 		}{JoinRequest: v}
-		if err = dec.Decode(&wire); err == nil {
-			v.Options, err = wire.Options.values()
-		}
+		err = decodeOptions(dec, &wire, &wire.Options, &v.Options)
 	case *network.ProgramExternalConnectivityRequest:
 		wire := struct {
 			*network.ProgramExternalConnectivityRequest
 			Options rawOptions
 		}{ProgramExternalConnectivityRequest: v}
-		if err = dec.Decode(&wire); err == nil {
-			v.Options, err = wire.Options.values()
-		}
+		err = decodeOptions(dec, &wire, &wire.Options, &v.Options)
 	default:
 		err = dec.Decode(req)
 	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 	}
+	return err
+}
+
+// decodeOptions decodes the body into wire, then the options it read raw
+// into the request's options.
+func decodeOptions(dec *json.Decoder, wire any, raw *rawOptions, options *map[string]interface{}) error {
+	if err := dec.Decode(wire); err != nil {
+		return err
+	}
+	var err error
+	*options, err = raw.values()
 	return err
 }
 
