@@ -600,9 +600,7 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 }
 
 func describePort(p firewall.PublishedPort) string {
-	ipv6 := p.ContainerIP.Is6()
-	return fmt.Sprintf("%s->%s/%s", ports.HostAddrPort(p.HostIP, ipv6, p.HostPort),
-		netip.AddrPortFrom(p.ContainerIP, p.ContainerPort), p.Proto)
+	return firewall.DescribePorts([]firewall.PublishedPort{p})[0]
 }
 
 // Join creates the veth pair; the engine moves the peer into the container

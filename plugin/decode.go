@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 
@@ -82,7 +81,7 @@ func (o rawOptions) values() (map[string]interface{}, error) {
 		case exposedPortsKey:
 			continue
 		case ports.PortMapKey:
-			if trimmed := bytes.TrimLeft(raw, " \t\r\n"); len(trimmed) > 0 && trimmed[0] == '[' {
+			if len(raw) > 0 && raw[0] == '[' { // the decoder hands a value over without its leading space
 				out[k] = []byte(raw)
 				continue
 			} // anything else (null, a JSON string) decodes as before

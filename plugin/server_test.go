@@ -414,7 +414,8 @@ func TestEndpointCallsKeepPortListsEncoded(t *testing.T) {
 	ts.net.mu.Unlock()
 	for _, body := range []string{`{"EndpointID":"e2"}`, `{"EndpointID":"e2","Options":null}`,
 		`{"EndpointID":"e2","Options":{"com.docker.network.portmap":null}}`,
-		`{"EndpointID":"e2","Options":{"com.docker.network.portmap":` + strconv.Quote(portMap) + `}}`} {
+		`{"EndpointID":"e2","Options":{"com.docker.network.portmap":` + strconv.Quote(portMap) + `}}`,
+		"{\"EndpointID\":\"e2\",\"Options\":{\"com.docker.network.portmap\": \n\t" + portMap + "}}"} {
 		if status, raw := ts.post(t, "/NetworkDriver.ProgramExternalConnectivity", body); status != http.StatusOK {
 			t.Fatalf("%s = %d %s", body, status, raw)
 		}
@@ -429,7 +430,8 @@ func TestEndpointCallsKeepPortListsEncoded(t *testing.T) {
 		if i < 3 {
 			want = nil
 		}
-		if r.EndpointID != "e2" || err != nil || !reflect.DeepEqual(got, want) || (i < 2 && r.Options != nil) {
+		_, encoded := r.Options[ports.PortMapKey].([]byte)
+		if r.EndpointID != "e2" || err != nil || !reflect.DeepEqual(got, want) || (i < 2 && r.Options != nil) || encoded != (i == 4) {
 			t.Errorf("call %d: %+v decodes to %+v, %v; want %+v", i, r, got, err, want)
 		}
 	}
