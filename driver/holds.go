@@ -98,3 +98,4 @@ type noHolds struct{}
 func (noHolds) Reserve(string, []hostports.Port) error { return nil }
 func (noHolds) Keep(string, []hostports.Port)          {}
 func (noHolds) Holds(hostports.Port) bool              { return false }
+func (noHolds) Settle()                                {}

@@ -12,12 +12,15 @@ import (
 // fakeReserver is an in-memory Reserver. host holds the ports bound by host
 // processes; fw, when set, is checked at every release: a port released
 // while the firewall still publishes it is recorded in earlyReleases.
+// closing: Keep released ports and nothing has waited for their sockets
+// since (as the Holder, Reserve, Holds and Settle wait).
 type fakeReserver struct {
 	mu            sync.Mutex
 	held          map[hostports.Port]string
 	host          map[hostports.Port]bool
 	fw            *fakeFirewall
 	earlyReleases []string
+	closing       bool
 }
 
 func newFakeReserver() *fakeReserver {
@@ -27,6 +30,7 @@ func newFakeReserver() *fakeReserver {
 func (f *fakeReserver) Reserve(owner string, ps []hostports.Port) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.closing = false
 	var added []hostports.Port
 	undo := func() {
 		for _, p := range added {
@@ -61,6 +65,7 @@ func (f *fakeReserver) Keep(owner string, ps []hostports.Port) {
 	for p, o := range f.held {
 		if o == owner && !keep[p] {
 			delete(f.held, p)
+			f.closing = true
 			if f.fw != nil && f.fw.publishes(p) {
 				f.earlyReleases = append(f.earlyReleases, p.String())
 			}
@@ -71,8 +76,21 @@ func (f *fakeReserver) Keep(owner string, ps []hostports.Port) {
 func (f *fakeReserver) Holds(p hostports.Port) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.closing = false
 	_, ok := f.held[p]
 	return ok
+}
+
+func (f *fakeReserver) Settle() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closing = false
+}
+
+func (f *fakeReserver) stillClosing() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.closing
 }
 
 // bindOnHost makes a host process hold the port.

@@ -46,19 +46,34 @@ func TestPublishHoldsPorts(t *testing.T) {
 	}
 }
 
+// Every call that unpublishes releases the holds, and returns once their
+// sockets are closed, except RevokeExternalConnectivity: the engine follows it
+// with Leave, which waits for them (so docker rm returns with the ports free).
 func TestUnpublishReleasesHolds(t *testing.T) {
+	revoke := func(h *harness) error {
+		return h.d.RevokeExternalConnectivity(&network.RevokeExternalConnectivityRequest{NetworkID: netA, EndpointID: epA})
+	}
+	leave := func(h *harness) error { return h.d.Leave(&network.LeaveRequest{NetworkID: netA, EndpointID: epA}) }
 	tests := []struct {
-		name      string
-		unpublish func(h *harness) error
+		name         string
+		unpublish    func(h *harness) error
+		stillClosing bool
 	}{
-		{"revoke", func(h *harness) error {
-			return h.d.RevokeExternalConnectivity(&network.RevokeExternalConnectivityRequest{NetworkID: netA, EndpointID: epA})
-		}},
-		{"leave", func(h *harness) error { return h.d.Leave(&network.LeaveRequest{NetworkID: netA, EndpointID: epA}) }},
+		{"revoke", revoke, true},
+		{"leave", leave, false},
+		{"revoke then leave", func(h *harness) error {
+			if err := revoke(h); err != nil {
+				return err
+			}
+			return leave(h)
+		}, false},
 		{"delete endpoint", func(h *harness) error {
 			return h.d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: netA, EndpointID: epA})
-		}},
-		{"delete network", func(h *harness) error { return h.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: netA}) }},
+		}, false},
+		{"delete network", func(h *harness) error { return h.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: netA}) }, false},
+		{"publish other ports", func(h *harness) error {
+			return h.program(epA, `[{"Proto":6,"Port":80,"HostPort":8081,"HostPortEnd":8081}]`)
+		}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -75,7 +90,14 @@ func TestUnpublishReleasesHolds(t *testing.T) {
 			if err := tt.unpublish(h); err != nil {
 				t.Fatal(err)
 			}
-			if got, want := h.holds.list(), []string{"e2e2e2e2e2e2 tcp 0.0.0.0:9090"}; !reflect.DeepEqual(got, want) {
+			if got := h.holds.stillClosing(); got != tt.stillClosing {
+				t.Errorf("released sockets still closing when the call returned: %v, want %v", got, tt.stillClosing)
+			}
+			want := []string{"e2e2e2e2e2e2 tcp 0.0.0.0:9090"}
+			if tt.name == "publish other ports" {
+				want = []string{"e1e1e1e1e1e1 tcp 0.0.0.0:8081", "e1e1e1e1e1e1 tcp [::]:8081", "e2e2e2e2e2e2 tcp 0.0.0.0:9090"}
+			}
+			if got := h.holds.list(); !reflect.DeepEqual(got, want) {
 				t.Errorf("holds = %v, want only %v", got, want)
 			}
 			if len(h.holds.earlyReleases) > 0 {

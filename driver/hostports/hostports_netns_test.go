@@ -234,6 +234,40 @@ func TestNetnsReserveConflicts(t *testing.T) {
 	}
 }
 
+// A big release closes its sockets after Keep returns; holding the same
+// ports again at once, for another owner, waits for them instead of failing,
+// and after Settle a host process binds every one.
+func TestNetnsBigReleaseClosesInBackground(t *testing.T) {
+	netnstest.Enter(t)
+	h := New(quiet())
+	const n = 1000
+	var range1000 []Port
+	for i := range n {
+		range1000 = append(range1000, port("udp", "0.0.0.0:"+strconv.Itoa(30000+i)))
+	}
+	for round := range 5 {
+		if err := h.Reserve("old", range1000); err != nil {
+			t.Fatalf("round %d: Reserve: %v", round, err)
+		}
+		h.Keep("old", nil)
+		if h.Count() != 0 {
+			t.Fatalf("round %d: %d still held after Keep(nil)", round, h.Count())
+		}
+		if err := h.Reserve("new", range1000); err != nil {
+			t.Fatalf("round %d: Reserve of the ports just released: %v (a socket was still closing)", round, err)
+		}
+		h.Keep("new", nil)
+	}
+	h.Settle()
+	for _, p := range range1000 {
+		c, err := bindLikeAHostProcess(p)
+		if err != nil {
+			t.Fatalf("after Settle a host process bind of %s got %v, want success", p, err)
+		}
+		c.Close()
+	}
+}
+
 // TestNetnsHold10000UDP holds 10,000 UDP ports, as 10,000 endpoints each
 // publishing one, and reports the time and memory it costs.
 func TestNetnsHold10000UDP(t *testing.T) {

@@ -86,6 +86,20 @@ func scaleTable(version string) {
 		return timed(func() { must("docker", "run", "-d", "--name", name, "--net", net, "-p", ports, image, "sleep", "600") }), name
 	}
 	rmSample := func(name string) sample { settle(); return timed(func() { must("docker", "rm", "-f", name) }) }
+	// The engine alone: the same containers with no network at all, whose
+	// rm still grows with the ports in the container's configuration. Any
+	// network driver's rm row includes this growth.
+	var aloneOne, aloneRange []sample
+	var aloneErr error
+	aloneSample := func(ports string) sample {
+		if aloneErr != nil {
+			return sample{}
+		}
+		if _, aloneErr = run("docker", "run", "-d", "--name", "bench-alone", "--network", "none", "-p", ports, image, "sleep", "600"); aloneErr != nil {
+			return sample{}
+		}
+		return rmSample("bench-alone")
+	}
 	runSample("18080:80")
 	must("docker", "rm", "-f", "bench-ctr") // warm-up
 	for i := 0; i < *rounds; i++ {
@@ -95,6 +109,8 @@ func scaleTable(version string) {
 		s, name = runSample(oneRange(0))
 		runRange = append(runRange, s)
 		rmRange = append(rmRange, rmSample(name))
+		aloneOne = append(aloneOne, aloneSample("18080:80"))
+		aloneRange = append(aloneRange, aloneSample(oneRange(0)))
 	}
 	rows = append(rows, growth{name: "docker run -d: a 1000-port range vs 1 port", small: medians(runOne), big: medians(runRange)})
 	rows = append(rows, growth{name: "docker rm -f: 1000 ports vs 1 port", small: medians(rmOne), big: medians(rmRange)})
@@ -128,6 +144,13 @@ func scaleTable(version string) {
 	for _, r := range rows {
 		fmt.Printf("%-46s %8s %8s %6.2f  %-22s %s\n", r.name, ms(r.small.total), ms(r.big.total), ratio(r.big.total, r.small.total),
 			pluginPart(r.small)+" -> "+pluginPart(r.big), r.bridge)
+	}
+	if aloneErr != nil {
+		fmt.Printf("\nthe engine alone (--network none): not measured, the engine refused -p there: %v\n", aloneErr)
+	} else {
+		a, b := medians(aloneOne).total, medians(aloneRange).total
+		fmt.Printf("\nthe engine alone (--network none, no network driver): docker rm -f 1000 ports vs 1: %s -> %s (+%s, ratio %.2f); every driver's rm row carries these +%s\n",
+			ms(a), ms(b), ms(b-a), ratio(b, a), ms(b-a))
 	}
 
 	// 6. Plugin memory with many endpoints (running containers: an endpoint
