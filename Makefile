@@ -15,8 +15,9 @@ TAG ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo latest)
 # Where the docker CLI finds the `docker ournet` command (also ~/.docker/cli-plugins).
 CLI_PLUGINS_DIR ?= /usr/local/lib/docker/cli-plugins
 ENGINES := $(or $(ENGINE),debian moby28 moby29 moby29nft)
+CLUSTER_ENGINES := $(or $(filter debian moby29,$(ENGINE)),debian moby29)
 
-.PHONY: build plugin cli install push uninstall logs ports demo lint-workflows unit integration e2e test bench faults fuzz clean
+.PHONY: build plugin cli install push uninstall logs ports demo lint-workflows unit integration e2e test test-cluster bench faults fuzz clean
 
 build:
 	$(GO) build ./...
@@ -76,6 +77,11 @@ e2e:
 # engine.sh stops the running engine before starting the next one.
 test: lint-workflows unit integration
 	set -e; for engine in $(ENGINES); do ENGINE=$$engine scripts/e2e.sh; done
+	$(MAKE) test-cluster
+
+# The test cluster (scripts/cluster.sh) on each engine it runs: up, its tests, down, host checked.
+test-cluster:
+	set -e; for engine in $(CLUSTER_ENGINES); do ENGINE=$$engine scripts/cluster-test.sh; done
 
 bench:
 	scripts/bench.sh

@@ -568,6 +568,11 @@ cmd_logs() {
 	cat "$logf"
 }
 
+# Sourced (scripts/cluster.sh): the functions above only.
+if [[ ${BASH_SOURCE[0]} != "$0" ]]; then
+	return 0
+fi
+
 case "${1:-}" in
 start) cmd_start ;;
 stop) cmd_stop ;;
