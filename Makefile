@@ -15,7 +15,8 @@ TAG ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo latest)
 # Where the docker CLI finds the `docker ournet` command (also ~/.docker/cli-plugins).
 CLI_PLUGINS_DIR ?= /usr/local/lib/docker/cli-plugins
 ENGINES := $(or $(ENGINE),debian moby28 moby29 moby29nft)
-CLUSTER_ENGINES := $(or $(filter debian moby29,$(ENGINE)),debian moby29)
+# ENGINE=moby28 or moby29nft: the cluster on Debian's engine (it runs debian and moby29).
+CLUSTER_ENGINES := $(if $(ENGINE),$(or $(filter debian moby29,$(ENGINE)),debian),debian moby29)
 
 .PHONY: build plugin cli install push uninstall logs ports demo lint-workflows unit integration e2e test test-cluster bench faults fuzz clean
 

@@ -233,19 +233,16 @@ func (d *Driver) lock(doing string) error {
 }
 
 // unlock ends a call. A call that released host ports returns only once
-// their sockets are closed, so a host process can bind a port as soon as the
-// docker command that freed it returns; RevokeExternalConnectivity alone
-// returns earlier (unlockBeforeClosing).
+// their sockets are closed, so a host process or another driver can bind a
+// port as soon as the call that freed it returns. (The engine follows a
+// RevokeExternalConnectivity with Leave when a container goes, but with
+// another driver's ProgramExternalConnectivity of the same ports when a
+// network connect moves the container's gateway.) The closes started by the
+// firewall apply overlap the state save that follows it.
 func (d *Driver) unlock() {
 	d.holds.Settle()
 	<-d.lockSlot
 }
-
-// unlockBeforeClosing ends RevokeExternalConnectivity without waiting for the
-// sockets of the ports it released (3-4 ms per 1000): the engine follows it
-// with Leave, which waits for them after deleting the veth, so docker rm,
-// stop and network disconnect still return with the ports free.
-func (d *Driver) unlockBeforeClosing() { <-d.lockSlot }
 
 // lockForChange is lock for calls that change the host or the state.
 func (d *Driver) lockForChange(doing string) error {
@@ -818,7 +815,7 @@ func (d *Driver) RevokeExternalConnectivity(req *network.RevokeExternalConnectiv
 	if err := d.lockForChange("unpublishing ports of endpoint " + shortID(req.EndpointID)); err != nil {
 		return err
 	}
-	defer d.unlockBeforeClosing()
+	defer d.unlock()
 	ep, ok := d.st.Endpoints[req.EndpointID]
 	if !ok || len(ep.Ports) == 0 {
 		return nil

@@ -46,34 +46,33 @@ func TestPublishHoldsPorts(t *testing.T) {
 	}
 }
 
-// Every call that unpublishes releases the holds, and returns once their
-// sockets are closed, except RevokeExternalConnectivity: the engine follows it
-// with Leave, which waits for them (so docker rm returns with the ports free).
+// Every call that unpublishes releases the holds, and returns only once their
+// sockets are closed: Revoke too, since the engine may follow it with another
+// driver publishing the same ports (a network connect moving the gateway).
 func TestUnpublishReleasesHolds(t *testing.T) {
 	revoke := func(h *harness) error {
 		return h.d.RevokeExternalConnectivity(&network.RevokeExternalConnectivityRequest{NetworkID: netA, EndpointID: epA})
 	}
 	leave := func(h *harness) error { return h.d.Leave(&network.LeaveRequest{NetworkID: netA, EndpointID: epA}) }
 	tests := []struct {
-		name         string
-		unpublish    func(h *harness) error
-		stillClosing bool
+		name      string
+		unpublish func(h *harness) error
 	}{
-		{"revoke", revoke, true},
-		{"leave", leave, false},
+		{"revoke", revoke},
+		{"leave", leave},
 		{"revoke then leave", func(h *harness) error {
 			if err := revoke(h); err != nil {
 				return err
 			}
 			return leave(h)
-		}, false},
+		}},
 		{"delete endpoint", func(h *harness) error {
 			return h.d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: netA, EndpointID: epA})
-		}, false},
-		{"delete network", func(h *harness) error { return h.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: netA}) }, false},
+		}},
+		{"delete network", func(h *harness) error { return h.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: netA}) }},
 		{"publish other ports", func(h *harness) error {
 			return h.program(epA, `[{"Proto":6,"Port":80,"HostPort":8081,"HostPortEnd":8081}]`)
-		}, false},
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -90,8 +89,8 @@ func TestUnpublishReleasesHolds(t *testing.T) {
 			if err := tt.unpublish(h); err != nil {
 				t.Fatal(err)
 			}
-			if got := h.holds.stillClosing(); got != tt.stillClosing {
-				t.Errorf("released sockets still closing when the call returned: %v, want %v", got, tt.stillClosing)
+			if h.holds.stillClosing() {
+				t.Error("released sockets may still be closing when the call returned")
 			}
 			want := []string{"e2e2e2e2e2e2 tcp 0.0.0.0:9090"}
 			if tt.name == "publish other ports" {

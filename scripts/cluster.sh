@@ -42,6 +42,7 @@ readonly CLUSTER_ENGINE=${ENGINE:-debian}
 readonly NODES=${N:-3}
 readonly PRIVATE_DIRS=(/run/docker /var/lib/ournet /run/containerd /etc/docker)
 readonly PRIVATE_FILES=(/run/xtables.lock)
+readonly PLUGIN=ournet/driver:latest
 
 clog() { echo "cluster.sh: $*" >&2; }
 cdie() { clog "error: $*"; exit 1; }
@@ -58,14 +59,17 @@ node_log() { echo "/var/log/ournet-cluster-node$1.log"; }
 node_exec_root() { echo "/run/ocl$1"; }
 node_addr() { echo "$UL_NET.$1"; }
 
-# The nodes that exist, in order.
+# The nodes that exist, in order: by their directories and, for down, by their namespaces.
 nodes() {
-	local d
-	for d in "$ROOT"/node*/; do
-		[[ -d $d ]] || continue
-		d=${d%/}
-		echo "${d##*/node}"
-	done | sort -n
+	{
+		local d
+		for d in "$ROOT"/node*/; do
+			[[ -d $d ]] || continue
+			d=${d%/}
+			echo "${d##*/node}"
+		done
+		ip netns list | sed -n 's/^ocl-node\([0-9]*\).*/\1/p'
+	} | sort -nu
 }
 
 engine_of_cluster() { cat "$ROOT/engine" 2>/dev/null || echo "$CLUSTER_ENGINE"; }
@@ -99,6 +103,8 @@ make_underlay() {
 make_node() {
 	local i=$1 ns dir data
 	ns=$(node_ns "$i") dir=$(node_dir "$i") data=$(node_data "$i")
+	# The node's directories first: down finds a node by them, also one that up left half made.
+	mkdir -p "$dir" "$data"/{docker,ournet,etc-docker} "$dir"/{run-docker/plugins,containerd}
 	ip netns add "$ns"
 	ip -n "$UL" link add "ul-node$i" type veth peer name eth0 netns "$ns"
 	ip -n "$UL" link set "ul-node$i" master "$UL_BRIDGE" up
@@ -107,7 +113,6 @@ make_node() {
 	ip -n "$ns" link set eth0 up
 	ip -n "$ns" route add default via "$UL_GW"
 
-	mkdir -p "$dir" "$data"/{docker,ournet,etc-docker} "$dir"/{run-docker/plugins,containerd}
 	touch "$dir/xtables.lock" "$dir/mnt" "$dir/uts"
 	# Its own host name, which swarm shows in docker node ls.
 	unshare --uts="$dir/uts" hostname "node$i"
@@ -145,15 +150,7 @@ start_engine() {
 		--pidfile "$(node_dir "$i")/docker.pid" \
 		--config-file "$(config_file "$engine")" \
 		</dev/null >>"$logf" 2>&1 &
-	local deadline=$((SECONDS + START_TIMEOUT))
-	until engine_answers_on "$i"; do
-		if ((SECONDS > deadline)); then
-			clog "node$i's engine did not answer within ${START_TIMEOUT}s; last log lines:"
-			tail -n 30 "$logf" >&2
-			exit 1
-		fi
-		sleep 0.5
-	done
+	await_engine "node$i, $engine" $! "$logf" engine_answers_on "$i"
 }
 
 # Every process of node I: those in its network namespace (dockerd, containerd, the shims, the
@@ -221,10 +218,12 @@ join_swarm() {
 		--listen-addr "$(node_addr "$i"):2377" "$(node_addr 1):2377" >/dev/null
 }
 
-# The plugin from this checkout and the test image, on node I.
+# The plugin from this checkout and the test image, on node I. The plugin is created directly, not
+# with plugin.sh, which tidies up after older installs on the host and may start a host engine.
 provision() {
 	local i=$1
-	in_node "$i" "$repo/scripts/plugin.sh" install "$repo/build/plugin" >/dev/null
+	node_docker "$i" plugin create "$PLUGIN" "$repo/build/plugin" >/dev/null
+	node_docker "$i" plugin enable "$PLUGIN" >/dev/null
 	in_node "$i" "$repo/scripts/test-image.sh" >/dev/null
 }
 
@@ -302,7 +301,8 @@ cmd_status() {
 	echo "engine: $(engine_of_cluster)"
 	for i in $(nodes); do
 		local link state
-		link=$(ip -n "$UL" -o link show "ul-node$i" 2>/dev/null | grep -q 'state UP' && echo up || echo down)
+		link=down
+		[[ $(ip -n "$UL" -o link show "ul-node$i" 2>/dev/null) == *"state UP"* ]] && link=up
 		if engine_answers_on "$i"; then
 			state=$(node_docker "$i" info --format '{{.Swarm.LocalNodeState}} ({{.Swarm.Managers}} managers, {{.Swarm.Nodes}} nodes)' 2>/dev/null)
 		else
@@ -326,8 +326,9 @@ cmd_down() {
 	ip netns del "$UL" 2>/dev/null || true
 	if [[ -f $ROOT/created ]]; then
 		local p
+		# Directories only if still empty; /run/xtables.lock stays, the host's iptables may use it now.
 		while read -r p; do
-			if [[ -d $p ]]; then rmdir "$p" 2>/dev/null || true; else rm -f "$p"; fi
+			if [[ -d $p ]]; then rmdir "$p" 2>/dev/null || true; fi
 		done <"$ROOT/created"
 	fi
 	if mountpoint -q "$ROOT"; then umount "$ROOT"; fi

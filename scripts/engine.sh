@@ -360,6 +360,27 @@ engine_args() {
 	printf '%s\n' "${args[@]}"
 }
 
+# Waits until CHECK… succeeds for the engine NAME just launched as PID (logging to LOGF); if it exits or
+# does not answer within START_TIMEOUT, shows the end of its log and exits.
+await_engine() {
+	local name=$1 pid=$2 logf=$3
+	shift 3
+	local deadline=$((SECONDS + START_TIMEOUT))
+	until "$@"; do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			log "dockerd ($name) exited during start; last log lines:"
+			tail -n 40 "$logf" >&2
+			exit 1
+		fi
+		if ((SECONDS > deadline)); then
+			log "dockerd ($name) did not answer within ${START_TIMEOUT}s; last log lines:"
+			tail -n 40 "$logf" >&2
+			exit 1
+		fi
+		sleep 0.5
+	done
+}
+
 launch() {
 	local engine=$1
 	shift
@@ -379,20 +400,7 @@ launch() {
 	env "${env_args[@]}" setsid nohup "$dockerd" "$@" </dev/null >>"$logf" 2>&1 &
 	local launched=$!
 
-	local deadline=$((SECONDS + START_TIMEOUT))
-	until socket_answers; do
-		if ! kill -0 "$launched" 2>/dev/null; then
-			log "dockerd ($engine) exited during start; last log lines:"
-			tail -n 40 "$logf" >&2
-			exit 1
-		fi
-		if ((SECONDS > deadline)); then
-			log "dockerd ($engine) did not answer within ${START_TIMEOUT}s; last log lines:"
-			tail -n 40 "$logf" >&2
-			exit 1
-		fi
-		sleep 0.5
-	done
+	await_engine "$engine" "$launched" "$logf" socket_answers
 	if ! docker info >/dev/null 2>&1; then
 		log "dockerd ($engine) answers /_ping but \`docker info\` fails:"
 		docker info >&2 || true

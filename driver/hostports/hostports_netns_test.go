@@ -234,9 +234,9 @@ func TestNetnsReserveConflicts(t *testing.T) {
 	}
 }
 
-// A big release closes its sockets after Keep returns; holding the same
-// ports again at once, for another owner, waits for them instead of failing,
-// and after Settle a host process binds every one.
+// A big release closes its sockets in the background; holding the same
+// ports again at once, for another owner, waits for them instead of failing;
+// after Holds or Settle a host process binds every one.
 func TestNetnsBigReleaseClosesInBackground(t *testing.T) {
 	netnstest.Enter(t)
 	h := New(quiet())
@@ -257,6 +257,18 @@ func TestNetnsBigReleaseClosesInBackground(t *testing.T) {
 			t.Fatalf("round %d: Reserve of the ports just released: %v (a socket was still closing)", round, err)
 		}
 		h.Keep("new", nil)
+		if round == 0 {
+			if h.Holds(range1000[0]) {
+				t.Fatal("a released port is still held")
+			}
+			for _, p := range range1000 {
+				c, err := bindLikeAHostProcess(p)
+				if err != nil {
+					t.Fatalf("after Holds a host process bind of %s got %v, want success", p, err)
+				}
+				c.Close()
+			}
+		}
 	}
 	h.Settle()
 	for _, p := range range1000 {
