@@ -228,7 +228,8 @@ provision() {
 }
 
 record_host_paths() {
-	# Mount points this script creates on the host are removed again by down.
+	# Mount points this script creates on the host: down removes the directories again if empty
+	# (a created /run/xtables.lock stays, the host's iptables may use it by then).
 	local p
 	: >"$ROOT/created"
 	for p in "${PRIVATE_DIRS[@]}"; do
@@ -254,8 +255,8 @@ cmd_up() {
 
 	local start=$SECONDS i
 	mkdir -p "$ROOT" "$DATA"
-	# Mount-namespace handles must live on a private mount.
-	mount --bind "$ROOT" "$ROOT"
+	# Mount-namespace handles must live on a private mount (one, also after a failed up).
+	mountpoint -q "$ROOT" || mount --bind "$ROOT" "$ROOT"
 	mount --make-private "$ROOT"
 	echo "$CLUSTER_ENGINE" >"$ROOT/engine"
 	record_host_paths
