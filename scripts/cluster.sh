@@ -51,6 +51,13 @@ node_index() {
 	[[ $1 =~ ^node([1-9][0-9]?)$ ]] || cdie "no node named '$1' (node1, node2, …)"
 	echo "${BASH_REMATCH[1]}"
 }
+# The index of NODE, which must exist.
+existing_node() {
+	local i
+	i=$(node_index "$1") || exit 1
+	[[ -d $(node_dir "$i") ]] || cdie "node$i does not exist"
+	echo "$i"
+}
 node_ns() { echo "ocl-node$1"; }
 node_dir() { echo "$ROOT/node$1"; }
 node_data() { echo "$DATA/node$1"; }
@@ -274,8 +281,7 @@ cmd_up() {
 
 cmd_stop() {
 	local i
-	i=$(node_index "$1")
-	[[ -d $(node_dir "$i") ]] || cdie "node$i does not exist"
+	i=$(existing_node "$1")
 	ip -n "$UL" link set "ul-node$i" down
 	kill_node "$i"
 	clog "node$i is down (engine, plugin and containers killed, underlay link down)"
@@ -283,16 +289,14 @@ cmd_stop() {
 
 cmd_start() {
 	local i
-	i=$(node_index "$1")
-	[[ -d $(node_dir "$i") ]] || cdie "node$i does not exist"
+	i=$(existing_node "$1")
 	start_engine "$i"
 	clog "node$i is up"
 }
 
 cmd_link() {
 	local i state=$2
-	i=$(node_index "$1")
-	[[ -d $(node_dir "$i") ]] || cdie "node$i does not exist"
+	i=$(existing_node "$1")
 	ip -n "$UL" link set "ul-node$i" "$state"
 }
 

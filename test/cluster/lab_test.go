@@ -173,18 +173,13 @@ func TestLab(t *testing.T) {
 		if out := must(t, "exec", "node2", "ip", "-o", "link", "show", bridge); !strings.Contains(out, bridge) {
 			t.Errorf("node2 has no bridge %s: %s", bridge, out)
 		}
-		for _, elsewhere := range [][]string{{"ip", "link", "show", bridge}, {"exec", "node1", "ip", "link", "show", bridge}} {
-			var err error
-			if elsewhere[0] == "exec" {
-				_, err = cluster(elsewhere...)
-			} else {
-				err = exec.Command(elsewhere[0], elsewhere[1:]...).Run()
-			}
-			if err == nil {
-				t.Errorf("%s: the bridge of node2's network exists there too", strings.Join(elsewhere, " "))
-			}
+		if exec.Command("ip", "link", "show", bridge).Run() == nil {
+			t.Errorf("the bridge %s of node2's network exists on the host too", bridge)
 		}
-		// From the underlay (the "outside"), node2's address answers on the published port.
+		if _, err := cluster("exec", "node1", "ip", "link", "show", bridge); err == nil {
+			t.Errorf("the bridge %s of node2's network exists on node1 too", bridge)
+		}
+		// From node1, across the underlay, node2's address answers on the published port.
 		eventually(t, 10*time.Second, "published port at node2's address", func() error {
 			out, err := cluster("exec", "node1", "curl", "-sS", "--max-time", "2", "http://10.99.0.2:8080/")
 			if err == nil && !strings.Contains(out, "web on node2") {
