@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"reflect"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/docker/go-plugins-helpers/network"
 
+	"github.com/ournet/ournet/cluster"
 	"github.com/ournet/ournet/driver/firewall"
 	"github.com/ournet/ournet/driver/hostports"
 	"github.com/ournet/ournet/driver/ports"
@@ -78,12 +80,16 @@ type Endpoint struct {
 type state struct {
 	Networks  map[string]*NetworkConfig `json:"networks"`
 	Endpoints map[string]*Endpoint      `json:"endpoints"`
+	// Cluster: this node's and the other swarm nodes' addresses (nothing
+	// replays them after a restart) and the VNIs this node allocated as leader.
+	Cluster cluster.State `json:"cluster,omitzero"`
 }
 
 // StateVersion is the format of networks.json this build writes: 2 stores
 // runs of published ports as one entry (PortList); 3 adds target groups
-// (Endpoint.LB), which an older ournet would silently drop. 1 and 2 still read.
-const StateVersion = 3
+// (Endpoint.LB), which an older ournet would silently drop; 4 adds swarm
+// networks (NetworkConfig.VNI, the cluster state). 1 to 3 still read.
+const StateVersion = 4
 
 // Driver implements network.Driver.
 type Driver struct {
@@ -94,6 +100,9 @@ type Driver struct {
 	chooser *ports.Chooser
 	holds   Reserver
 	file    store.File
+	vxlan   VXLANLinks // nil: no swarm networks
+	// vxlanPort is the UDP port of every swarm network's tunnel.
+	vxlanPort uint16
 
 	// lockSlot holds one token while a call owns the driver: it guards st and
 	// serialises changes to links and rules. Unlike a mutex, a waiter gives
@@ -124,6 +133,12 @@ type Driver struct {
 	// servingAddrs: member addresses in the last applied groups.
 	servingAddrs map[netip.Addr]bool
 	lastHeal     atomic.Pointer[status.Heal] // the heal loop's last run, for Status
+	// createdHere: swarm networks the engine created (or created again)
+	// since this plugin started; the others are forgotten by the heal loop
+	// once no container of theirs runs here (forgetIdleSwarmNetworks).
+	createdHere map[string]bool
+	gossip      GossipPeers // nil: peers from discovery events and tunnel traffic only
+	gossipAt    time.Time   // the last read of gossip peers
 }
 
 // DefaultLockWait bounds how long a call waits for another change to finish,
@@ -144,6 +159,11 @@ type Config struct {
 	// checks flip; nil: no checks run, and every joined member serves.
 	Checker func(changed func()) Checker
 	Flows   FlowCleaner // nil: UDP flows of removed members time out on their own
+	VXLAN   VXLANLinks  // nil: swarm networks are refused
+	// VXLANPort: 0 is DefaultVXLANPort.
+	VXLANPort uint16
+	// Gossip lists the nodes the engine gossips with; nil: none.
+	Gossip GossipPeers
 }
 
 // New loads the persisted state. A corrupt file is moved aside and reported;
@@ -153,7 +173,7 @@ type Config struct {
 func New(c Config) (*Driver, error) {
 	d := &Driver{log: c.Log, links: c.Links, fw: c.Firewall, sysctl: c.Sysctl, chooser: c.Chooser,
 		file: store.File{Path: c.StateFile, Version: StateVersion}, stateTrusted: true,
-		lockSlot: make(chan struct{}, 1), lockWait: c.LockWait, holdsToSync: map[string]bool{}}
+		lockSlot: make(chan struct{}, 1), lockWait: c.LockWait, holdsToSync: map[string]bool{}, createdHere: map[string]bool{}}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -161,6 +181,10 @@ func New(c Config) (*Driver, error) {
 		d.lockWait = DefaultLockWait
 	}
 	d.holds, d.chooser = withHolds(c.Reserver, c.Chooser)
+	d.vxlan, d.vxlanPort, d.gossip = c.VXLAN, c.VXLANPort, c.Gossip
+	if d.vxlanPort == 0 {
+		d.vxlanPort = DefaultVXLANPort
+	}
 	d.st = state{Networks: map[string]*NetworkConfig{}, Endpoints: map[string]*Endpoint{}}
 	_, err := d.file.Load(&d.st)
 	if errors.Is(err, store.ErrNewerVersion) {
@@ -313,9 +337,30 @@ func (d *Driver) followHolds(ids ...string) {
 	}
 }
 
-// GetCapabilities: ournet networks live on one host.
+// GetCapabilities is the plugin's full name: global, so that on a swarm
+// manager `--scope swarm` networks are allocated by the leader (addresses
+// and AllocateNetwork) and the driver hears of the other nodes.
 func (d *Driver) GetCapabilities() (*network.CapabilitiesResponse, error) {
+	return &network.CapabilitiesResponse{Scope: "global", ConnectivityScope: "global"}, nil
+}
+
+// LocalCapabilities is the short name (`-d ournet`): networks of one host.
+func (d *Driver) LocalCapabilities() (*network.CapabilitiesResponse, error) {
 	return &network.CapabilitiesResponse{Scope: "local", ConnectivityScope: "local"}, nil
+}
+
+// CreateLocalNetwork is CreateNetwork under the short name, which the engine
+// treats as a local driver: a VNI there would make a tunnel no allocator
+// keeps unique.
+func (d *Driver) CreateLocalNetwork(req *network.CreateNetworkRequest) error {
+	if generic, err := genericOptions(req.Options); err == nil {
+		for _, k := range []string{cluster.OptVNI, cluster.OptMTU} {
+			if v, ok := generic[k]; ok {
+				return &OptionError{k, v, "only swarm networks have it: on a swarm manager, docker network create -d ournet/driver:latest --scope swarm --attachable"}
+			}
+		}
+	}
+	return d.CreateNetwork(req)
 }
 
 // CreateNetwork creates the bridge and the network's rules, rolling back
@@ -329,7 +374,15 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (err error) {
 		return err
 	}
 	defer d.unlock()
-	if _, exists := d.st.Networks[cfg.ID]; exists {
+	if existing, exists := d.st.Networks[cfg.ID]; exists {
+		if cfg.VNI != 0 && reflect.DeepEqual(existing, cfg) {
+			// A node's engine creates swarm networks lazily and forgets them
+			// when it restarts, so the same network may come again before
+			// the heal loop has forgotten it.
+			d.restoreNetwork(cfg.ID, existing)
+			d.createdHere[cfg.ID] = true
+			return nil
+		}
 		return fmt.Errorf("network %s already exists in ournet", shortID(cfg.ID))
 	}
 	for id, other := range d.st.Networks {
@@ -345,6 +398,9 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (err error) {
 	} else if inUse {
 		return fmt.Errorf("bridge name %s is already in use by another interface on this host: choose another %s", cfg.Bridge, OptBridgeName)
 	}
+	if err := d.checkUnderlay(cfg); err != nil {
+		return err
+	}
 
 	// Each step registers its undo; they run in reverse if a later one fails.
 	created, err := d.ensureBridge(cfg)
@@ -357,6 +413,17 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (err error) {
 	}
 	if err != nil {
 		return err
+	}
+	if cfg.VNI != 0 {
+		defer func() {
+			if err != nil {
+				err = errors.Join(err, d.undone("remove VXLAN "+vxlanName(cfg.ID), d.vxlan.Delete(vxlanName(cfg.ID))))
+			}
+		}()
+		d.noPeersYet()
+		if _, err = d.ensureVXLAN(cfg); err != nil {
+			return err
+		}
 	}
 	d.st.Networks[cfg.ID] = cfg
 	defer func() {
@@ -372,8 +439,9 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (err error) {
 	if err = d.save(); err != nil {
 		return err
 	}
+	d.createdHere[cfg.ID] = true
 	d.log.Info("network created", "network", shortID(cfg.ID), "bridge", cfg.Bridge, "subnets", subnetsOf(cfg),
-		"icc", cfg.ICC, "masquerade", cfg.Masquerade, "internal", cfg.Internal)
+		"icc", cfg.ICC, "masquerade", cfg.Masquerade, "internal", cfg.Internal, "vni", cfg.VNI, "mtu", cfg.MTU)
 	return nil
 }
 
@@ -432,7 +500,8 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	defer d.unlock()
 	cfg, ok := d.st.Networks[req.NetworkID]
 	if !ok {
-		// Unknown after lost state: its default-named bridge is still ours.
+		// Unknown after lost state: its default-named links are still ours.
+		d.removeUnknownLink(vxlanName(req.NetworkID))
 		d.removeUnknownLink(DefaultBridgeName(req.NetworkID))
 		return nil
 	}
@@ -446,6 +515,9 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	}
 	delete(d.st.Networks, req.NetworkID)
 	d.logErr("remove firewall rules", d.applyFirewall(context.Background()), "network", shortID(req.NetworkID))
+	if cfg.VNI != 0 && d.vxlan != nil {
+		d.logErr("remove VXLAN", d.vxlan.Delete(vxlanName(cfg.ID)), "device", vxlanName(cfg.ID))
+	}
 	d.logErr("remove bridge", d.links.DeleteLink(cfg.Bridge), "bridge", cfg.Bridge)
 	d.saveOrRetry()
 	d.log.Info("network deleted", "network", shortID(req.NetworkID), "bridge", cfg.Bridge)
@@ -494,6 +566,8 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	ep := &Endpoint{ID: epCfg.ID, NetworkID: epCfg.NetworkID, IPv4: epCfg.IPv4, IPv6: epCfg.IPv6, LB: epCfg.LB}
 	if epCfg.MAC != nil {
 		ep.MAC = epCfg.MAC.String()
+	} else if cfg.VNI != 0 {
+		ep.MAC = macFromEndpointID(ep.ID).String()
 	} else if ep.IPv4.IsValid() {
 		ep.MAC = macFromIPv4(ep.IPv4.Addr()).String()
 	}
@@ -829,14 +903,6 @@ func (d *Driver) RevokeExternalConnectivity(req *network.RevokeExternalConnectiv
 	d.saveOrRetry()
 	return nil
 }
-
-// Swarm and discovery calls: ournet is local scope only.
-func (d *Driver) AllocateNetwork(*network.AllocateNetworkRequest) (*network.AllocateNetworkResponse, error) {
-	return nil, errors.New("ournet is a local-scope driver and does not support swarm networks")
-}
-func (d *Driver) FreeNetwork(*network.FreeNetworkRequest) error       { return nil }
-func (d *Driver) DiscoverNew(*network.DiscoveryNotification) error    { return nil }
-func (d *Driver) DiscoverDelete(*network.DiscoveryNotification) error { return nil }
 
 // PortListing is one published port for `make ports` and the README.
 type PortListing struct {

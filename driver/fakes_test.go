@@ -2,10 +2,12 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/ournet/ournet/driver/drivertest"
 	"github.com/ournet/ournet/driver/firewall"
 	"github.com/ournet/ournet/driver/ports"
+	"github.com/ournet/ournet/driver/vxlan"
 	"github.com/ournet/ournet/lb/health"
 )
 
@@ -155,6 +158,61 @@ type harness struct {
 	stateFile string
 	checker   *fakeChecker // the running driver's; a restart makes a new one
 	flows     *fakeFlows
+	vxlan     *fakeVXLAN
+	gossip    GossipPeers // nil: none
+}
+
+// fakeVXLAN records the devices as Ensure last made them.
+type fakeVXLAN struct {
+	mu       sync.Mutex
+	devices  map[string]vxlan.Spec
+	learned  map[string][]netip.Addr
+	underlay int // MTU of the interface with the node's address; 0: unknown
+	failNext error
+}
+
+func newFakeVXLAN() *fakeVXLAN {
+	return &fakeVXLAN{devices: map[string]vxlan.Spec{}, learned: map[string][]netip.Addr{}, underlay: 1500}
+}
+
+func (f *fakeVXLAN) Ensure(s vxlan.Spec) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.failNext; err != nil {
+		f.failNext = nil
+		return false, err
+	}
+	old, ok := f.devices[s.Name]
+	s.Peers = slices.Clone(s.Peers)
+	f.devices[s.Name] = s
+	return !ok || !reflect.DeepEqual(old, s), nil
+}
+
+func (f *fakeVXLAN) Delete(name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.devices, name)
+	return nil
+}
+
+func (f *fakeVXLAN) Learned(name string) ([]netip.Addr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.learned[name], nil
+}
+
+func (f *fakeVXLAN) UnderlayMTU(netip.Addr) (int, error) {
+	if f.underlay == 0 {
+		return 0, errors.New("no such address")
+	}
+	return f.underlay, nil
+}
+
+func (f *fakeVXLAN) device(name string) (vxlan.Spec, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.devices[name]
+	return s, ok
 }
 
 // fakeChecker records the targets it is given; Up answers from up, which
@@ -235,6 +293,7 @@ func newHarness(t *testing.T) *harness {
 		holds:     newFakeReserver(),
 		stateFile: filepath.Join(t.TempDir(), "networks.json"),
 		flows:     &fakeFlows{},
+		vxlan:     newFakeVXLAN(),
 	}
 	h.restart()
 	return h
@@ -246,7 +305,7 @@ func (h *harness) restart() {
 	h.t.Helper()
 	h.checker = &fakeChecker{up: map[string]bool{}}
 	d, err := New(Config{Log: quietLogger(), Links: h.links, Firewall: h.fw, Sysctl: h.sysctl.write,
-		Chooser: h.chooser, Reserver: h.holds, StateFile: h.stateFile, Flows: h.flows,
+		Chooser: h.chooser, Reserver: h.holds, StateFile: h.stateFile, Flows: h.flows, VXLAN: h.vxlan, Gossip: h.gossip,
 		Checker: func(changed func()) Checker { h.checker.changed = changed; return h.checker }})
 	if err != nil {
 		h.t.Fatalf("New: %v", err)

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/ournet/ournet/cluster"
 	"github.com/ournet/ournet/lb"
 )
 
@@ -60,6 +62,9 @@ type NetworkConfig struct {
 	Internal        bool       `json:"internal,omitempty"`
 	IPv4            []Subnet   `json:"ipv4,omitempty"`
 	IPv6            []Subnet   `json:"ipv6,omitempty"`
+	// VNI is set on swarm networks (ournet.vxlan.vni, from the allocator):
+	// the bridge then has a VXLAN port carrying the network to other nodes.
+	VNI uint32 `json:"vni,omitempty"`
 }
 
 // OptionError is a bad -o value; its text is what the user sees.
@@ -151,6 +156,7 @@ func optionString(v interface{}) string {
 }
 
 func (cfg *NetworkConfig) applyGeneric(generic map[string]string) error {
+	vxlanMTU := 0
 	// Resolve Docker aliases first; giving both names for one setting is ambiguous.
 	resolved := map[string]string{}
 	given := map[string]string{} // ournet name -> name the user typed
@@ -202,6 +208,18 @@ func (cfg *NetworkConfig) applyGeneric(generic map[string]string) error {
 				return &OptionError{typed, value, "must be true or false"}
 			}
 			cfg.Masquerade = b
+		case cluster.OptVNI:
+			vni, err := cluster.ParseVNI(value)
+			if err != nil {
+				return &OptionError{typed, value, err.Error() + "; swarm's allocator sets it, use --scope swarm rather than giving it"}
+			}
+			cfg.VNI = vni
+		case cluster.OptMTU:
+			mtu, err := strconv.Atoi(value)
+			if err != nil || mtu < 1280 || mtu > 65535-cluster.VXLANOverhead {
+				return &OptionError{typed, value, "must be a number from 1280 to 65485; swarm's allocator sets it from ournet.mtu"}
+			}
+			vxlanMTU = mtu
 		case OptHostBindingIPv4:
 			addr, err := netip.ParseAddr(value)
 			if err != nil || !addr.Is4() {
@@ -213,6 +231,15 @@ func (cfg *NetworkConfig) applyGeneric(generic map[string]string) error {
 		default:
 			return &OptionError{typed, value, "unknown ournet option; valid: " + strings.Join(validOptions(), ", ")}
 		}
+	}
+	switch {
+	case cfg.VNI == 0 && vxlanMTU != 0:
+		return &OptionError{given[cluster.OptMTU], resolved[cluster.OptMTU], "only swarm networks (with " + cluster.OptVNI + ") have it"}
+	case vxlanMTU != 0:
+		// The allocator folded the user's MTU into it: the same on every node.
+		cfg.MTU = vxlanMTU
+	case cfg.VNI != 0:
+		cfg.MTU = cluster.NetworkMTU(cfg.MTU, 0)
 	}
 	return nil
 }

@@ -34,7 +34,7 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 	// Without the list of links the rules still go in: containers that
 	// survived the restart need their forwarding and published ports.
 	var errs []error
-	names, err := d.links.Names(bridgePrefix, hostVethPrefix, peerVethPrefix)
+	names, err := d.links.Names(bridgePrefix, hostVethPrefix, peerVethPrefix, vxlanPrefix)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list ournet interfaces: %w", err))
 	} else {
@@ -54,6 +54,51 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("apply firewall rules: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// forgetIdleSwarmNetworks drops the swarm networks the engine has not
+// created since this plugin started and that have no running container
+// here (no joined endpoint whose veth is in names). A node's engine creates
+// swarm networks lazily and forgets them when it restarts (the plugin
+// restarts with it, and the containers die): it would never delete them,
+// and creates them again when a container lands. When only the plugin
+// restarted, the engine removes a network with its last container itself.
+// It reports whether it dropped any; the caller saves and applies the
+// firewall.
+func (d *Driver) forgetIdleSwarmNetworks(names []string) bool {
+	present := make(map[string]bool, len(names))
+	for _, name := range names {
+		present[name] = true
+	}
+	running := map[string]bool{}
+	for _, ep := range d.st.Endpoints {
+		if host, _ := vethNames(ep.ID); ep.Joined && present[host] {
+			running[ep.NetworkID] = true
+		}
+	}
+	dropped := false
+	for id, cfg := range d.st.Networks {
+		if cfg.VNI == 0 || running[id] || d.createdHere[id] {
+			continue
+		}
+		for epID, ep := range d.st.Endpoints {
+			if ep.NetworkID == id {
+				host, _ := vethNames(epID)
+				d.logErr("remove veth", d.links.DeleteLink(host), "veth", host)
+				d.unpublish(ep)
+				delete(d.st.Endpoints, epID)
+			}
+		}
+		delete(d.st.Networks, id)
+		if d.vxlan != nil {
+			d.logErr("remove VXLAN", d.vxlan.Delete(vxlanName(id)), "device", vxlanName(id))
+		}
+		d.logErr("remove bridge", d.links.DeleteLink(cfg.Bridge), "bridge", cfg.Bridge)
+		d.log.Info("swarm network forgotten: no container of it runs here and the engine has not created it since ournet started (the engine restarted); it creates it again with the next container",
+			"network", shortID(id), "vni", cfg.VNI)
+		dropped = true
+	}
+	return dropped
 }
 
 // releaseVanished handles joined endpoints whose host-side veth is not in
@@ -88,8 +133,11 @@ func (d *Driver) releaseVanished(names []string) bool {
 // knownLinks is every link name the state's networks and endpoints use.
 func (d *Driver) knownLinks() map[string]bool {
 	known := map[string]bool{}
-	for _, cfg := range d.st.Networks {
+	for id, cfg := range d.st.Networks {
 		known[cfg.Bridge] = true
+		if cfg.VNI != 0 {
+			known[vxlanName(id)] = true
+		}
 	}
 	for _, ep := range d.st.Endpoints {
 		host, peer := vethNames(ep.ID)
@@ -101,7 +149,7 @@ func (d *Driver) knownLinks() map[string]bool {
 // isOurLinkName: a prefix plus exactly the 12 hex digits of an ID, so that
 // a host's own "onvpn0" or "on-premises" is never taken for a leftover.
 func isOurLinkName(name string) bool {
-	for _, prefix := range []string{bridgePrefix, hostVethPrefix, peerVethPrefix} {
+	for _, prefix := range []string{bridgePrefix, hostVethPrefix, peerVethPrefix, vxlanPrefix} {
 		if rest, ok := strings.CutPrefix(name, prefix); ok && len(rest) == 12 && isLowerHex(rest) {
 			return true
 		}
@@ -182,12 +230,17 @@ func (d *Driver) healLinks() (bool, error) {
 		d.restoreNetwork(id, cfg)
 		repaired = true
 	}
+	if d.healVXLAN() {
+		repaired = true
+	}
 	names, err := d.links.Names(hostVethPrefix)
 	if err != nil {
 		return repaired, fmt.Errorf("list ournet veths: %w", err)
 	}
-	if d.releaseVanished(names) {
-		d.logErr("remove published ports of vanished containers", d.applyFirewall(context.Background()))
+	vanished := d.releaseVanished(names)
+	forgotten := d.stateTrusted && d.forgetIdleSwarmNetworks(names)
+	if vanished || forgotten {
+		d.logErr("remove the rules of vanished containers and forgotten networks", d.applyFirewall(context.Background()))
 		d.saveOrRetry()
 		repaired = true
 	}
@@ -200,6 +253,9 @@ func (d *Driver) restoreNetwork(id string, cfg *NetworkConfig) {
 	if _, err := d.ensureBridge(cfg); err != nil {
 		d.log.Error("restoring bridge failed", "bridge", cfg.Bridge, "error", err)
 		return
+	}
+	if _, err := d.ensureVXLAN(cfg); err != nil {
+		d.log.Error("restoring the VXLAN device failed", "network", shortID(id), "error", err)
 	}
 	for _, ep := range d.st.Endpoints {
 		if ep.NetworkID != id || !ep.Joined {

@@ -25,6 +25,12 @@ func (d *Driver) Status() (status.Status, error) {
 		return status.Status{}, err
 	}
 	st := buildStatus(d.st, d.serving)
+	if c := d.st.Cluster; c.Self.IsValid() || len(c.Peers) > 0 || len(c.VNIs) > 0 {
+		st.Cluster = &status.Cluster{Self: c.Self, Peers: slices.Clone(c.Peers), VXLANPort: d.vxlanPort, Allocated: len(c.VNIs)}
+		if st.Cluster.Peers == nil {
+			st.Cluster.Peers = []netip.Addr{}
+		}
+	}
 	st.State = status.State{Trusted: d.stateTrusted, Unsaved: d.unsaved}
 	if d.readOnly != nil {
 		st.State.ReadOnly = d.readOnly.Error()
@@ -96,7 +102,7 @@ func buildStatus(st state, serving serves) status.Status {
 		Networks: []status.Network{}, Endpoints: []status.Endpoint{}, Groups: []status.Group{}}
 	for _, cfg := range st.Networks {
 		n := status.Network{ID: cfg.ID, Bridge: cfg.Bridge, Subnets: []status.Subnet{}, MTU: cfg.MTU, ICC: cfg.ICC,
-			Masquerade: cfg.Masquerade, HostBindingIPv4: cfg.HostBindingIPv4, Internal: cfg.Internal}
+			Masquerade: cfg.Masquerade, HostBindingIPv4: cfg.HostBindingIPv4, Internal: cfg.Internal, VNI: cfg.VNI}
 		for _, s := range cfg.subnets() {
 			n.Subnets = append(n.Subnets, status.Subnet{Subnet: s.Pool, Gateway: s.Gateway.Addr()})
 		}

@@ -117,7 +117,7 @@ func serveAlias(srv *server, dir, name string, log *slog.Logger) *aliasSocket {
 	}
 	go func() {
 		// Shutdown closes every listener; anything else is worth a line.
-		if err := srv.serve(a); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.serveAlias(a); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Warn("serving the short name stopped", "alias", name, "error", err)
 		}
 	}()

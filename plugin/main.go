@@ -21,11 +21,13 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/ournet/ournet/cluster/gossip"
 	"github.com/ournet/ournet/driver"
 	"github.com/ournet/ournet/driver/bridge"
 	"github.com/ournet/ournet/driver/firewall"
 	"github.com/ournet/ournet/driver/hostports"
 	"github.com/ournet/ournet/driver/ports"
+	"github.com/ournet/ournet/driver/vxlan"
 	"github.com/ournet/ournet/ipam"
 	"github.com/ournet/ournet/lb/flows"
 	"github.com/ournet/ournet/lb/health"
@@ -165,7 +167,10 @@ func wire(ctx context.Context, cfg settings, log *slog.Logger, srv *server) (*dr
 		Checker: func(changed func()) driver.Checker {
 			return health.New(changed, log.With("part", "health"))
 		},
-		Flows: flows.Cleaner{},
+		Flows:     flows.Cleaner{},
+		VXLAN:     vxlan.New(handle),
+		VXLANPort: cfg.VXLANPort,
+		Gossip:    gossip.Table{Handle: handle}.Peers,
 	})
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,17 +19,22 @@ import (
 // manifest answers /Plugin.Activate for both APIs on the one socket.
 const manifest = `{"Implements": ["NetworkDriver", "IpamDriver"]}`
 
-// server serves both APIs on one mux with the helpers' request and response
-// types. Every route exists from the first moment the socket listens; calls
-// wait until start-up recovery has handed over the drivers.
+// server serves both APIs with the helpers' request and response types, on
+// two faces: the full name's socket (mux), a global-scope driver that swarm
+// can use, and the short name's (alias), a local one. Only GetCapabilities
+// and CreateNetwork differ. Every route exists from the first moment the
+// socket listens; calls wait until start-up recovery has handed over the
+// drivers.
 type server struct {
-	mux   *http.ServeMux
-	http  *http.Server
-	log   *slog.Logger
-	ready chan struct{}
+	mux       *http.ServeMux
+	alias     *http.ServeMux
+	http      *http.Server
+	aliasHTTP *http.Server
+	log       *slog.Logger
+	ready     chan struct{}
 
 	// Set once by start, before ready is closed; read only after ready.
-	network   network.Driver
+	network   networkDriver
 	ipam      ipam.Ipam
 	published func() any
 	status    func() (status.Status, error) // set by statusFrom before start; nil: 503
@@ -36,14 +42,22 @@ type server struct {
 	calls callStats // every API call that reached the driver, for the status document
 }
 
+// networkDriver is Docker's network API plus the short name's face.
+type networkDriver interface {
+	network.Driver
+	LocalCapabilities() (*network.CapabilitiesResponse, error)
+	CreateLocalNetwork(*network.CreateNetworkRequest) error
+}
+
 // readyWait bounds how long a call waits for start-up recovery; the
 // engine's own timeout for plugin calls is longer.
 const readyWait = 60 * time.Second
 
 func newServer(log *slog.Logger) *server {
-	s := &server{mux: http.NewServeMux(), log: log, ready: make(chan struct{})}
+	s := &server{mux: http.NewServeMux(), alias: http.NewServeMux(), log: log, ready: make(chan struct{})}
 	s.http = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
-	s.mux.HandleFunc("/Plugin.Activate", func(w http.ResponseWriter, r *http.Request) {
+	s.aliasHTTP = &http.Server{Handler: s.alias, ReadHeaderTimeout: 10 * time.Second}
+	s.handle("/Plugin.Activate", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", sdk.DefaultContentTypeV1_1)
 		w.Write([]byte(manifest + "\n"))
 	})
@@ -51,15 +65,21 @@ func newServer(log *slog.Logger) *server {
 	s.routeIPAM()
 	// Not part of Docker's API: `make ports` reads it (docker port cannot
 	// show a remote driver's ports).
-	s.mux.HandleFunc("/ournet.PublishedPorts", func(w http.ResponseWriter, r *http.Request) {
+	s.handle("/ournet.PublishedPorts", func(w http.ResponseWriter, r *http.Request) {
 		if !s.waitReady(w) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(s.published())
 	})
-	s.mux.HandleFunc(status.Path, s.serveStatus)
+	s.handle(status.Path, s.serveStatus)
 	return s
+}
+
+// handle serves path the same on both faces.
+func (s *server) handle(path string, h http.HandlerFunc) {
+	s.mux.HandleFunc(path, h)
+	s.alias.HandleFunc(path, h)
 }
 
 // statusFrom sets what GET /ournet/status answers; call it before start.
@@ -100,16 +120,21 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 // start hands over the drivers; calls waiting for them go ahead.
-func (s *server) start(nd network.Driver, id ipam.Ipam, published func() any) {
+func (s *server) start(nd networkDriver, id ipam.Ipam, published func() any) {
 	s.network, s.ipam, s.published = nd, id, published
 	close(s.ready)
 }
 
 func (s *server) serve(l net.Listener) error { return s.http.Serve(l) }
 
+// serveAlias serves the short name's (local) face.
+func (s *server) serveAlias(l net.Listener) error { return s.aliasHTTP.Serve(l) }
+
 // shutdown stops accepting, waits for calls in progress (so their state is
-// saved) and closes idle keep-alive connections.
-func (s *server) shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+// saved) and closes idle keep-alive connections, on both faces.
+func (s *server) shutdown(ctx context.Context) error {
+	return errors.Join(s.http.Shutdown(ctx), s.aliasHTTP.Shutdown(ctx))
+}
 
 type errorReply struct {
 	Err string
@@ -125,11 +150,22 @@ func (s *server) waitReady(w http.ResponseWriter) bool {
 	}
 }
 
-// route registers one API call of driver D: decode Req, call the method on
-// the driver, encode Res or {"Err": ...} with HTTP 500 (both APIs read Err
-// from a non-200 reply).
+// route registers one API call of driver D on both faces: decode Req, call
+// the method on the driver, encode Res or {"Err": ...} with HTTP 500 (both
+// APIs read Err from a non-200 reply).
 func route[D, Req, Res any](s *server, path string, driver *D, method func(D, *Req) (*Res, error)) {
-	s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+	s.handle(path, handler(s, path, driver, method))
+}
+
+// routeFaces registers a call whose method differs between the full name's
+// face and the short name's.
+func routeFaces[D, Req, Res any](s *server, path string, driver *D, full, short func(D, *Req) (*Res, error)) {
+	s.mux.HandleFunc(path, handler(s, path, driver, full))
+	s.alias.HandleFunc(path, handler(s, path, driver, short))
+}
+
+func handler[D, Req, Res any](s *server, path string, driver *D, method func(D, *Req) (*Res, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		if !s.waitReady(w) {
 			return
@@ -155,7 +191,7 @@ func route[D, Req, Res any](s *server, path string, driver *D, method func(D, *R
 			return
 		}
 		sdk.EncodeResponse(w, res, false)
-	})
+	}
 }
 
 // noResult adapts methods that answer nothing but an error.
@@ -169,9 +205,9 @@ func noRequest[D, Res any](method func(D) (*Res, error)) func(D, *struct{}) (*Re
 }
 
 func (s *server) routeNetwork() {
-	type D = network.Driver
-	route(s, "/NetworkDriver.GetCapabilities", &s.network, noRequest(D.GetCapabilities))
-	route(s, "/NetworkDriver.CreateNetwork", &s.network, noResult(D.CreateNetwork))
+	type D = networkDriver
+	routeFaces(s, "/NetworkDriver.GetCapabilities", &s.network, noRequest(D.GetCapabilities), noRequest(D.LocalCapabilities))
+	routeFaces(s, "/NetworkDriver.CreateNetwork", &s.network, noResult(D.CreateNetwork), noResult(D.CreateLocalNetwork))
 	route(s, "/NetworkDriver.AllocateNetwork", &s.network, D.AllocateNetwork)
 	route(s, "/NetworkDriver.DeleteNetwork", &s.network, noResult(D.DeleteNetwork))
 	route(s, "/NetworkDriver.FreeNetwork", &s.network, noResult(D.FreeNetwork))

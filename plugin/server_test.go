@@ -48,7 +48,18 @@ func (f *fakeNetwork) ProgramExternalConnectivity(req *network.ProgramExternalCo
 }
 
 func (f *fakeNetwork) GetCapabilities() (*network.CapabilitiesResponse, error) {
+	return &network.CapabilitiesResponse{Scope: "global", ConnectivityScope: "global"}, nil
+}
+
+func (f *fakeNetwork) LocalCapabilities() (*network.CapabilitiesResponse, error) {
 	return &network.CapabilitiesResponse{Scope: "local", ConnectivityScope: "local"}, nil
+}
+
+func (f *fakeNetwork) CreateLocalNetwork(req *network.CreateNetworkRequest) error {
+	if req.NetworkID == "swarm-only" {
+		return errors.New("only swarm networks have it")
+	}
+	return f.CreateNetwork(req)
 }
 
 func (f *fakeNetwork) CreateNetwork(req *network.CreateNetworkRequest) error {
@@ -108,6 +119,12 @@ type testServer struct {
 
 func startServer(t *testing.T, ready bool) *testServer {
 	t.Helper()
+	return startFace(t, ready, false)
+}
+
+// startFace serves the full name's face, or the short name's (alias).
+func startFace(t *testing.T, ready, alias bool) *testServer {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "ournet.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
@@ -118,7 +135,11 @@ func startServer(t *testing.T, ready bool) *testServer {
 		ts.start()
 	}
 	done := make(chan struct{})
-	go func() { ts.srv.serve(l); close(done) }()
+	serve := ts.srv.serve
+	if alias {
+		serve = ts.srv.serveAlias
+	}
+	go func() { serve(l); close(done) }()
 	t.Cleanup(func() { l.Close(); <-done })
 	ts.client = &http.Client{
 		Timeout: 10 * time.Second,
@@ -180,13 +201,39 @@ func TestActivate(t *testing.T) {
 	}
 }
 
+// The short name is a local driver; swarm networks need the full name.
+func TestFaces(t *testing.T) {
+	full, short := startFace(t, true, false), startFace(t, true, true)
+	for _, c := range []struct {
+		ts    *testServer
+		scope string
+	}{{full, "global"}, {short, "local"}} {
+		status, raw := c.ts.post(t, "/NetworkDriver.GetCapabilities", "")
+		var caps network.CapabilitiesResponse
+		if decode(t, raw, &caps); status != http.StatusOK || caps.Scope != c.scope || caps.ConnectivityScope != c.scope {
+			t.Errorf("GetCapabilities = %d %s, want scope %s", status, raw, c.scope)
+		}
+		// Everything else is the same driver on both faces.
+		if status, raw := c.ts.post(t, "/IpamDriver.GetDefaultAddressSpaces", ""); status != http.StatusOK || !strings.Contains(string(raw), "ournet-local") {
+			t.Errorf("IPAM on the %s face = %d %s", c.scope, status, raw)
+		}
+	}
+	body := `{"NetworkID":"swarm-only","Options":{},"IPv4Data":[{"Pool":"172.30.0.0/24","Gateway":"172.30.0.1/24"}]}`
+	if status, raw := short.post(t, "/NetworkDriver.CreateNetwork", body); status == http.StatusOK || !strings.Contains(string(raw), "only swarm networks") {
+		t.Errorf("CreateNetwork on the short name did not go through CreateLocalNetwork: %d %s", status, raw)
+	}
+	if status, raw := full.post(t, "/NetworkDriver.CreateNetwork", body); status != http.StatusOK {
+		t.Errorf("CreateNetwork on the full name = %d %s", status, raw)
+	}
+}
+
 func TestNetworkCalls(t *testing.T) {
 	ts := startServer(t, true)
 
 	// The engine sends GetCapabilities without a body.
 	status, raw := ts.post(t, "/NetworkDriver.GetCapabilities", "")
 	var caps network.CapabilitiesResponse
-	if decode(t, raw, &caps); status != http.StatusOK || caps.Scope != "local" {
+	if decode(t, raw, &caps); status != http.StatusOK || caps.Scope != "global" || caps.ConnectivityScope != "global" {
 		t.Errorf("GetCapabilities = %d %s", status, raw)
 	}
 
@@ -273,7 +320,7 @@ func TestRequestsWaitForReady(t *testing.T) {
 	ts.start()
 	select {
 	case r := <-done:
-		if r.status != http.StatusOK || !strings.Contains(string(r.body), `"Scope":"local"`) {
+		if r.status != http.StatusOK || !strings.Contains(string(r.body), `"Scope":"global"`) {
 			t.Errorf("after ready: %d %s", r.status, r.body)
 		}
 	case <-time.After(5 * time.Second):

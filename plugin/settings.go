@@ -6,8 +6,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ournet/ournet/driver"
 )
 
 // settings are the plugin's environment, set with `docker plugin set ournet NAME=VALUE`.
@@ -21,6 +24,8 @@ type settings struct {
 	// Alias is the short name served besides the full one (config.json sets
 	// "ournet"); empty: none.
 	Alias string
+	// VXLANPort is the UDP port of swarm networks' tunnels between nodes.
+	VXLANPort uint16
 }
 
 func loadSettings(getenv func(string) string) (settings, error) {
@@ -30,6 +35,7 @@ func loadSettings(getenv func(string) string) (settings, error) {
 		IPTablesBackend: "auto",
 		HealInterval:    5 * time.Second,
 		Socket:          "/run/docker/plugins/ournet.sock",
+		VXLANPort:       driver.DefaultVXLANPort,
 	}
 	if v := getenv("LOG_LEVEL"); v != "" {
 		if err := s.LogLevel.UnmarshalText([]byte(v)); err != nil {
@@ -65,6 +71,13 @@ func loadSettings(getenv func(string) string) (settings, error) {
 			return s, fmt.Errorf("ALIAS=%q: must be a bare name of at most 64 lowercase letters, digits, '.', '_' or '-' (such as ournet), or empty for no short name", v)
 		}
 		s.Alias = v
+	}
+	if v := getenv("VXLAN_PORT"); v != "" {
+		port, err := strconv.ParseUint(v, 10, 16)
+		if err != nil || port == 0 || port == 4789 {
+			return s, fmt.Errorf("VXLAN_PORT=%q: must be a UDP port from 1 to 65535, the same on every swarm node, and not 4789 (Docker's overlay)", v)
+		}
+		s.VXLANPort = uint16(port)
 	}
 	if v := getenv("SOCKET"); v != "" {
 		s.Socket = v

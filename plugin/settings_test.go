@@ -25,6 +25,7 @@ func TestLoadSettingsDefaults(t *testing.T) {
 		IPTablesBackend: "auto",
 		HealInterval:    5 * time.Second,
 		Socket:          "/run/docker/plugins/ournet.sock",
+		VXLANPort:       4800,
 	}
 	if s != want {
 		t.Errorf("defaults\n got %+v\nwant %+v", s, want)
@@ -34,13 +35,13 @@ func TestLoadSettingsDefaults(t *testing.T) {
 func TestLoadSettings(t *testing.T) {
 	s, err := loadSettings(env(map[string]string{
 		"LOG_LEVEL": "debug", "STATE_DIR": "/state", "DEFAULT_POOLS": "10.0.0.0/8:24",
-		"IPTABLES_BACKEND": "Legacy", "HEAL_INTERVAL": "0", "SOCKET": "/tmp/x.sock",
+		"IPTABLES_BACKEND": "Legacy", "HEAL_INTERVAL": "0", "SOCKET": "/tmp/x.sock", "VXLAN_PORT": "8472",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := settings{LogLevel: slog.LevelDebug, StateDir: "/state", DefaultPools: "10.0.0.0/8:24",
-		IPTablesBackend: "legacy", HealInterval: 0, Socket: "/tmp/x.sock"}
+		IPTablesBackend: "legacy", HealInterval: 0, Socket: "/tmp/x.sock", VXLANPort: 8472}
 	if s != want {
 		t.Errorf("got %+v\nwant %+v", s, want)
 	}
@@ -73,6 +74,9 @@ func TestLoadSettingsErrors(t *testing.T) {
 		{"ALIAS", "Ournet", []string{`ALIAS="Ournet"`, "lowercase"}},
 		{"ALIAS", "-ournet", []string{`ALIAS="-ournet"`}},
 		{"ALIAS", strings.Repeat("a", 65), []string{"at most 64"}},
+		{"VXLAN_PORT", "4789", []string{`VXLAN_PORT="4789"`, "Docker's overlay"}},
+		{"VXLAN_PORT", "0", []string{"from 1 to 65535"}},
+		{"VXLAN_PORT", "65536", []string{"from 1 to 65535"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

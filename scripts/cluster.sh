@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A test cluster on this one machine: N simulated Docker hosts joined as one swarm, all managers.
 #
-#   scripts/cluster.sh up                 N nodes (N=3 by default), swarm, plugin and test image on each
+#   scripts/cluster.sh up                 N nodes (N=3 by default), plugin and test image on each, swarm
+#   scripts/cluster.sh add                one more node (the next free number), provisioned, joined as a
+#                                         manager: a host joining a running cluster
 #   scripts/cluster.sh docker NODE ARGS…  the docker CLI against NODE (node1, node2, …)
 #   scripts/cluster.sh exec NODE CMD…     CMD in NODE's network and mount namespaces (e.g. ip -d link)
 #   scripts/cluster.sh stop NODE          the host goes down: its underlay link down, every process of
@@ -148,6 +150,14 @@ start_engine() {
 		return 0
 	fi
 	mkdir -p "$(node_exec_root "$i")"
+	# A killed node's containerd may linger as a zombie (PID 1 here does not reap), which dockerd
+	# would take for a running containerd and wait on its socket: forget its pid file.
+	local pidf cpid
+	pidf=$(node_exec_root "$i")/containerd/containerd.pid
+	if [[ -f $pidf ]]; then
+		cpid=$(<"$pidf")
+		[[ $(ps -o stat= -p "$cpid" 2>/dev/null) == R* || $(ps -o stat= -p "$cpid" 2>/dev/null) == S* ]] || rm -f "$pidf"
+	fi
 	echo "=== $(date -Is) cluster.sh start node$i ($engine)" >>"$logf"
 	# The built engines find their own docker-proxy first (as engine.sh starts them).
 	in_node "$i" env PATH="$(dirname "$dockerd"):$PATH" setsid nohup "$dockerd" \
@@ -272,11 +282,25 @@ cmd_up() {
 		make_node "$i"
 		start_engine "$i"
 	done
-	form_swarm
+	# The plugin before the swarm: the engine tells a driver about the other nodes only as they
+	# join its gossip, never again to a plugin enabled later (README: multi-host, install order).
 	for i in $(nodes); do
 		provision "$i"
 	done
+	form_swarm
 	clog "up: $NODES nodes ($CLUSTER_ENGINE), all swarm managers, in $((SECONDS - start))s; try: $0 docker node1 node ls"
+}
+
+cmd_add() {
+	[[ -e $ROOT/engine ]] || cdie "no cluster: run up first"
+	local i=1 start=$SECONDS
+	while [[ -d $(node_dir "$i") ]]; do ((i += 1)); done
+	((i <= 9)) || cdie "9 nodes at most"
+	make_node "$i"
+	start_engine "$i"
+	provision "$i"
+	join_swarm "$i" "$(manager_token)"
+	clog "add: node$i joined as a manager in $((SECONDS - start))s"
 }
 
 cmd_stop() {
@@ -347,6 +371,7 @@ cmd_down() {
 
 case "${1:-}" in
 up) cmd_up ;;
+add) cmd_add ;;
 down) cmd_down ;;
 status) cmd_status ;;
 stop | start)

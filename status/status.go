@@ -28,6 +28,9 @@ type Status struct {
 	Networks     []Network  `json:"networks"`
 	Endpoints    []Endpoint `json:"endpoints"`
 	Groups       []Group    `json:"groups"`
+	// Cluster: what this node knows of its swarm; nil when it has heard of
+	// none (no swarm network, no swarm).
+	Cluster *Cluster `json:"cluster,omitempty"`
 	// Calls: the Docker API calls that reached the driver since the plugin
 	// started (not those refused before, as undecodable or during start-up),
 	// one entry per call that has happened, sorted by name.
@@ -75,6 +78,19 @@ type Network struct {
 	Masquerade      bool       `json:"masquerade"`
 	HostBindingIPv4 netip.Addr `json:"host_binding_ipv4,omitzero"`
 	Internal        bool       `json:"internal"`
+	// VNI: a swarm network's VXLAN identifier, 0 for a local network.
+	VNI uint32 `json:"vni,omitempty"`
+}
+
+// Cluster is this node's view of the swarm, from the engine's node
+// discovery events.
+type Cluster struct {
+	Self  netip.Addr   `json:"self,omitzero"` // this node's underlay address
+	Peers []netip.Addr `json:"peers"`         // the other nodes' (every swarm network floods to them)
+	// VXLANPort is the UDP port of ournet's tunnels between nodes.
+	VXLANPort uint16 `json:"vxlan_port"`
+	// Allocated: swarm networks whose VNI this node allocated as leader.
+	Allocated int `json:"allocated"`
 }
 
 // Subnet is one address pool of a network and its gateway on the bridge.

@@ -15,8 +15,8 @@ func TestLifecycle(t *testing.T) {
 	if got := docker(t, "network", "inspect", "-f", "{{.Driver}} {{.IPAM.Driver}}", n2); got != "ournet ournet" {
 		t.Fatalf("network %s uses driver/IPAM %q, want ournet for both", n2, got)
 	}
-	// The managed plugin's own name works as well.
-	n3 := network(t, "-d", managedName, "--ipam-driver", managedName)
+	// The managed plugin's own name works as the IPAM driver as well.
+	n3 := network(t, "-d", pluginName, "--ipam-driver", managedName)
 	for _, n := range []string{n1, n2, n3} {
 		ctr := container(t, []string{"--net", n})
 		ip := containerIP(t, ctr, n)
@@ -47,5 +47,35 @@ func TestLifecycle(t *testing.T) {
 		if linkNames(t)[bridge] {
 			t.Fatalf("bridge %s still exists after docker network rm", bridge)
 		}
+	}
+}
+
+// The full name is the swarm face (global scope): outside swarm, Docker
+// 20.10 refuses it with the engine's own swarm message, later engines make
+// a network of global scope that works on this host like -d ournet. Local
+// networks use the short name (README: names).
+func TestFullNameOutsideSwarm(t *testing.T) {
+	name := uniq("net")
+	out, err := cmd("docker", "network", "create", "-d", managedName, "--subnet", "10.203.0.0/24", name)
+	if err != nil {
+		if !strings.Contains(out, "swarm") {
+			t.Fatalf("-d %s outside swarm failed without saying why: %v\n%s", managedName, err, out)
+		}
+		t.Logf("refused outside swarm: %s", strings.TrimSpace(out))
+		return
+	}
+	t.Cleanup(func() {
+		out, _ := cmd("docker", "network", "inspect", "-f", `{{range $id, $c := .Containers}}{{$id}} {{end}}`, name)
+		for _, id := range strings.Fields(out) {
+			cmd("docker", "rm", "-f", id)
+		}
+		cmd("docker", "network", "rm", name)
+	})
+	if scope := docker(t, "network", "inspect", "-f", "{{.Scope}}", name); scope != "global" {
+		t.Fatalf("-d %s made a network of scope %q", managedName, scope)
+	}
+	ctr := container(t, []string{"--net", name})
+	if out := mustExec(t, ctr, "ping -c 1 -W 2 10.203.0.1"); !strings.Contains(out, "1 packets received") {
+		t.Fatalf("no gateway on the full name's network:\n%s", out)
 	}
 }

@@ -1,0 +1,269 @@
+// Package cluster is the pure policy of ournet networks that span hosts
+// (swarm-scoped networks): which VXLAN network identifier (VNI) each network
+// has, and which nodes a VXLAN device floods to. It does nothing on the host;
+// driver/vxlan does, from what this package decides.
+package cluster
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+)
+
+// Options the swarm allocator (AllocateNetwork on the leader) adds to a
+// swarm network's driver options. Swarm stores them in Raft and hands them
+// to every node's CreateNetwork, and `docker network inspect` shows them.
+const (
+	OptVNI = "ournet.vxlan.vni"
+	OptMTU = "ournet.vxlan.mtu"
+)
+
+// VNIs are 24 bits; like Docker's overlay, ournet starts at 4096 so the
+// numbers never look like VLAN IDs.
+const (
+	FirstVNI = 4096
+	LastVNI  = 1<<24 - 1
+)
+
+// VXLANOverhead is what encapsulation adds to each frame (outer IPv4 20,
+// UDP 8, VXLAN 8, inner Ethernet 14): the network's MTU is the underlay's
+// minus this.
+const VXLANOverhead = 50
+
+// DefaultMTU is used when the allocator does not know its underlay MTU yet.
+const DefaultMTU = 1500 - VXLANOverhead
+
+// State is what a node keeps about the cluster: its own underlay address,
+// the other nodes' addresses (every swarm node, from the engine's discovery
+// events) and, on managers, the VNIs it allocated.
+type State struct {
+	Self  netip.Addr        `json:"self,omitzero"`
+	Peers []netip.Addr      `json:"peers,omitempty"` // sorted, never Self
+	VNIs  map[string]uint32 `json:"vnis,omitempty"`  // network ID -> VNI
+	// Gone: nodes a DiscoverDelete removed, never adopted from traffic
+	// until a DiscoverNew brings them back.
+	Gone []netip.Addr `json:"gone,omitempty"`
+}
+
+// Allocate answers AllocateNetwork for a network: the VNI it already has
+// (a repeated call), the one swarm stored for it (stored != 0: a new leader
+// restoring its networks; it is authoritative and takes the number back from
+// any other network this node still thinks holds it), or the lowest free
+// one. The caller persists the state.
+func (s *State) Allocate(networkID string, stored uint32) (vni uint32, err error) {
+	if networkID == "" {
+		return 0, fmt.Errorf("AllocateNetwork without a network ID")
+	}
+	if s.VNIs == nil {
+		s.VNIs = map[string]uint32{}
+	}
+	if stored != 0 {
+		if stored < FirstVNI || stored > LastVNI {
+			return 0, fmt.Errorf("stored %s=%d is outside %d-%d", OptVNI, stored, FirstVNI, LastVNI)
+		}
+		for id, v := range s.VNIs {
+			if v == stored && id != networkID {
+				// Left from an earlier leadership whose FreeNetwork never came.
+				delete(s.VNIs, id)
+			}
+		}
+		s.VNIs[networkID] = stored
+		return stored, nil
+	}
+	if v, ok := s.VNIs[networkID]; ok {
+		return v, nil
+	}
+	used := make([]uint32, 0, len(s.VNIs))
+	for _, v := range s.VNIs {
+		used = append(used, v)
+	}
+	next, ok := lowestFree(used, FirstVNI, LastVNI)
+	if !ok {
+		return 0, fmt.Errorf("all %d VXLAN network identifiers are in use", LastVNI-FirstVNI+1)
+	}
+	s.VNIs[networkID] = next
+	return next, nil
+}
+
+// lowestFree is the smallest number in [first, last] not in used.
+func lowestFree(used []uint32, first, last uint32) (uint32, bool) {
+	slices.Sort(used)
+	next := first
+	for _, v := range used {
+		if v > next {
+			break
+		}
+		if v == next {
+			next++
+		}
+	}
+	return next, next <= last
+}
+
+// Free answers FreeNetwork; it reports whether the network had a VNI here.
+func (s *State) Free(networkID string) bool {
+	if _, ok := s.VNIs[networkID]; !ok {
+		return false
+	}
+	delete(s.VNIs, networkID)
+	return true
+}
+
+// Node is one node discovery event's data.
+type Node struct {
+	Addr netip.Addr // the node's underlay address
+	Self bool       // this node
+}
+
+// Discover applies a DiscoverNew (joined) or DiscoverDelete event and
+// reports whether the state changed. A Self event sets this node's address;
+// it is never its own peer.
+func (s *State) Discover(n Node, joined bool) bool {
+	if n.Self {
+		if !joined || n.Addr == s.Self {
+			return false // a node leaving itself keeps its address for its devices
+		}
+		s.Self = n.Addr
+		s.Peers = remove(s.Peers, n.Addr)
+		s.Gone = remove(s.Gone, n.Addr)
+		return true
+	}
+	if n.Addr == s.Self {
+		return false
+	}
+	wasPeer, wasGone := contains(s.Peers, n.Addr), contains(s.Gone, n.Addr)
+	if joined {
+		s.Gone = remove(s.Gone, n.Addr)
+		s.Peers = insert(s.Peers, n.Addr)
+		return wasGone || !wasPeer
+	}
+	s.Peers = remove(s.Peers, n.Addr)
+	s.Gone = insert(s.Gone, n.Addr)
+	return wasPeer || !wasGone
+}
+
+// Adopt makes peers of nodes that sent this node tunnel traffic (their
+// VTEPs, learned by a VXLAN device) without this node having heard of them:
+// the engine replays no discovery events to a plugin enabled after the node
+// joined the swarm, while the other side may have heard of this node. A
+// node that left (DiscoverDelete) is not adopted again from entries that
+// have not yet aged out. It reports what it added.
+func (s *State) Adopt(vteps []netip.Addr) (added []netip.Addr) {
+	for _, v := range vteps {
+		if !v.Is4() || v == s.Self || v.IsUnspecified() {
+			continue
+		}
+		if contains(s.Gone, v) || contains(s.Peers, v) {
+			continue
+		}
+		s.Peers = insert(s.Peers, v)
+		added = append(added, v)
+	}
+	return added
+}
+
+func contains(sorted []netip.Addr, a netip.Addr) bool {
+	_, found := slices.BinarySearchFunc(sorted, a, netip.Addr.Compare)
+	return found
+}
+
+func insert(sorted []netip.Addr, a netip.Addr) []netip.Addr {
+	i, found := slices.BinarySearchFunc(sorted, a, netip.Addr.Compare)
+	if found {
+		return sorted
+	}
+	return slices.Insert(sorted, i, a)
+}
+
+func remove(sorted []netip.Addr, a netip.Addr) []netip.Addr {
+	i, found := slices.BinarySearchFunc(sorted, a, netip.Addr.Compare)
+	if !found {
+		return sorted
+	}
+	return slices.Delete(sorted, i, i+1)
+}
+
+// nodeDiscovery is libnetwork's discovery type for node events
+// (discoverapi.NodeDiscovery); other types (datastore, encryption keys) are
+// not ournet's.
+const nodeDiscovery = 1
+
+// ParseDiscovery decodes a DiscoverNew/DiscoverDelete notification as the
+// engine sends it: {"DiscoveryType": 1, "DiscoveryData": {"Address": "10.0.0.2",
+// "BindAddress": "...", "Self": true}}. ok is false for other discovery
+// types, which ournet ignores. For this node the data-path (bind) address is
+// the tunnel's source when the engine gives one.
+func ParseDiscovery(typ int, data any) (n Node, ok bool, err error) {
+	if typ != nodeDiscovery {
+		return Node{}, false, nil
+	}
+	obj, isObj := data.(map[string]any)
+	if !isObj {
+		return Node{}, false, fmt.Errorf("node discovery data is %T, want an object", data)
+	}
+	if self, has := obj["Self"]; has {
+		b, isBool := self.(bool)
+		if !isBool {
+			return Node{}, false, fmt.Errorf("node discovery Self is %T, want a boolean", self)
+		}
+		n.Self = b
+	}
+	addr, err := discoveryAddr(obj, "Address")
+	if err != nil {
+		return Node{}, false, err
+	}
+	if n.Self {
+		bind, err := discoveryAddr(obj, "BindAddress")
+		if err == nil && bind.IsValid() && !bind.IsUnspecified() {
+			addr = bind
+		}
+	}
+	if !addr.IsValid() {
+		return Node{}, false, fmt.Errorf("node discovery without an Address")
+	}
+	if !addr.Is4() || addr.IsUnspecified() || addr.IsMulticast() {
+		return Node{}, false, fmt.Errorf("node discovery Address %s: ournet's VXLAN tunnels need a unicast IPv4 underlay address", addr)
+	}
+	n.Addr = addr
+	return n, true, nil
+}
+
+func discoveryAddr(obj map[string]any, key string) (netip.Addr, error) {
+	raw, has := obj[key]
+	if !has || raw == nil || raw == "" {
+		return netip.Addr{}, nil
+	}
+	s, isString := raw.(string)
+	if !isString {
+		return netip.Addr{}, fmt.Errorf("node discovery %s is %T, want a string", key, raw)
+	}
+	addr, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("node discovery %s %q: %v", key, s, err)
+	}
+	return addr.Unmap(), nil
+}
+
+// ParseVNI reads the ournet.vxlan.vni option.
+func ParseVNI(s string) (uint32, error) {
+	v, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || v < FirstVNI || v > LastVNI {
+		return 0, fmt.Errorf("must be a number from %d to %d", FirstVNI, LastVNI)
+	}
+	return uint32(v), nil
+}
+
+// NetworkMTU is the MTU the allocator fixes for a new network: the user's
+// (ournet.mtu) if it fits in the underlay, else the underlay's minus the
+// VXLAN overhead. underlay 0: not known, 1500 assumed.
+func NetworkMTU(user, underlay int) int {
+	if underlay <= 0 {
+		underlay = 1500
+	}
+	limit := underlay - VXLANOverhead
+	if user > 0 && user < limit {
+		return user
+	}
+	return limit
+}

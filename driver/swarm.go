@@ -1,0 +1,270 @@
+package driver
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/ournet/ournet/cluster"
+	"github.com/ournet/ournet/driver/vxlan"
+)
+
+// VXLANLinks is the VXLAN mechanism (driver/vxlan on the host, a fake in
+// tests): one device per swarm network, a port of its bridge.
+type VXLANLinks interface {
+	Ensure(s vxlan.Spec) (changed bool, err error)
+	Learned(name string) ([]netip.Addr, error)
+	Delete(name string) error
+	UnderlayMTU(addr netip.Addr) (int, error)
+}
+
+// DefaultVXLANPort is ournet's tunnel port: not Docker overlay's 4789, so
+// both run side by side on the same nodes.
+const DefaultVXLANPort = 4800
+
+const vxlanPrefix = "onx"
+
+// vxlanName is the VXLAN device of a swarm network: the same on every node.
+func vxlanName(networkID string) string { return vxlanPrefix + shortID(networkID) }
+
+// vxlanSpec is the network's device on this node: tunnel source and peers
+// from the cluster state.
+func (d *Driver) vxlanSpec(cfg *NetworkConfig) vxlan.Spec {
+	return vxlan.Spec{
+		Name: vxlanName(cfg.ID), VNI: cfg.VNI, Port: d.vxlanPort, Local: d.st.Cluster.Self,
+		MTU: cfg.MTU, Bridge: cfg.Bridge, Peers: d.st.Cluster.Peers,
+	}
+}
+
+// ensureVXLAN makes a swarm network's device match the plan; other
+// networks have none.
+func (d *Driver) ensureVXLAN(cfg *NetworkConfig) (bool, error) {
+	if cfg.VNI == 0 {
+		return false, nil
+	}
+	if d.vxlan == nil {
+		return false, fmt.Errorf("network %s is a swarm network (VNI %d) but this ournet has no VXLAN support", shortID(cfg.ID), cfg.VNI)
+	}
+	return d.vxlan.Ensure(d.vxlanSpec(cfg))
+}
+
+// GossipPeers lists the nodes this node's engine gossips with (cluster/gossip
+// on the host, a fake in tests).
+type GossipPeers func(self netip.Addr) ([]netip.Addr, error)
+
+// noPeersYet: a swarm network created on a node that has heard of no other
+// node (a plugin enabled after the node joined the swarm) looks for them at
+// once instead of at the next heal.
+func (d *Driver) noPeersYet() {
+	if len(d.st.Cluster.Peers) == 0 {
+		d.adoptGossipers(true)
+	}
+}
+
+// checkUnderlay refuses a swarm network whose MTU plus the encapsulation
+// does not fit this node's underlay: its full-size frames would be lost.
+func (d *Driver) checkUnderlay(cfg *NetworkConfig) error {
+	if cfg.VNI == 0 || d.vxlan == nil || !d.st.Cluster.Self.IsValid() {
+		return nil
+	}
+	underlay, err := d.vxlan.UnderlayMTU(d.st.Cluster.Self)
+	if err != nil {
+		d.log.Warn("cannot read the underlay MTU; not checking the network's MTU against it", "address", d.st.Cluster.Self, "error", err)
+		return nil
+	}
+	if cfg.MTU+cluster.VXLANOverhead > underlay {
+		return fmt.Errorf("swarm network %s has MTU %d, which needs an underlay MTU of %d, but this node's interface with %s has %d: "+
+			"recreate the network with -o %s=%d or less", shortID(cfg.ID), cfg.MTU, cfg.MTU+cluster.VXLANOverhead,
+			d.st.Cluster.Self, underlay, OptMTU, underlay-cluster.VXLANOverhead)
+	}
+	return nil
+}
+
+// macFromEndpointID: on a swarm network an address may be reused on
+// another node while peers still have the old MAC learned (and in their ARP
+// caches); a MAC per endpoint never inherits that. Locally administered,
+// unicast.
+func macFromEndpointID(id string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte(id))
+	return net.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]}
+}
+
+// AllocateNetwork runs on the swarm leader when a swarm network is created,
+// and again for every network when a manager becomes leader. It gives the
+// network its VNI and fixes its MTU; swarm stores the returned options and
+// hands them to every node's CreateNetwork.
+func (d *Driver) AllocateNetwork(req *network.AllocateNetworkRequest) (*network.AllocateNetworkResponse, error) {
+	var cfg NetworkConfig
+	if err := cfg.applyGeneric(req.Options); err != nil {
+		return nil, err
+	}
+	if len(req.IPv6Data) > 0 {
+		return nil, fmt.Errorf("ournet swarm networks are IPv4 only for now: create the network without --ipv6")
+	}
+	if err := d.lockForChange("allocating network " + shortID(req.NetworkID)); err != nil {
+		return nil, err
+	}
+	defer d.unlock()
+	vni, err := d.st.Cluster.Allocate(req.NetworkID, cfg.VNI)
+	if err != nil {
+		return nil, err
+	}
+	mtu := cfg.MTU // a stored ournet.vxlan.mtu, already final
+	if _, stored := req.Options[cluster.OptMTU]; !stored {
+		user, _ := strconv.Atoi(firstOf(req.Options, OptMTU, "com.docker.network.driver.mtu"))
+		underlay := 0
+		if d.vxlan != nil && d.st.Cluster.Self.IsValid() {
+			underlay, _ = d.vxlan.UnderlayMTU(d.st.Cluster.Self)
+		}
+		mtu = cluster.NetworkMTU(user, underlay)
+		if user > mtu {
+			d.log.Warn("the network's MTU is lowered to fit the underlay with VXLAN", "network", shortID(req.NetworkID), "asked", user, "mtu", mtu)
+		}
+	}
+	if err := d.save(); err != nil {
+		return nil, err
+	}
+	d.log.Info("swarm network allocated", "network", shortID(req.NetworkID), "vni", vni, "mtu", mtu)
+	return &network.AllocateNetworkResponse{Options: map[string]string{
+		cluster.OptVNI: strconv.FormatUint(uint64(vni), 10),
+		cluster.OptMTU: strconv.Itoa(mtu),
+	}}, nil
+}
+
+func firstOf(m map[string]string, keys ...string) string {
+	for _, k := range keys {
+		if v, ok := m[k]; ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// FreeNetwork releases a removed swarm network's VNI on the leader.
+func (d *Driver) FreeNetwork(req *network.FreeNetworkRequest) error {
+	if err := d.lockForChange("freeing network " + shortID(req.NetworkID)); err != nil {
+		return err
+	}
+	defer d.unlock()
+	if d.st.Cluster.Free(req.NetworkID) {
+		d.saveOrRetry()
+		d.log.Info("swarm network freed", "network", shortID(req.NetworkID))
+	}
+	return nil
+}
+
+// DiscoverNew: a node joined the swarm's gossip (or this node's own address,
+// at registration). Every swarm network's VXLAN floods to it from now on.
+func (d *Driver) DiscoverNew(n *network.DiscoveryNotification) error {
+	return d.discover(n, true)
+}
+
+// DiscoverDelete: a node left (or is unreachable); flooding to it stops.
+func (d *Driver) DiscoverDelete(n *network.DiscoveryNotification) error {
+	return d.discover(n, false)
+}
+
+func (d *Driver) discover(n *network.DiscoveryNotification, joined bool) error {
+	node, ok, err := cluster.ParseDiscovery(n.DiscoveryType, n.DiscoveryData)
+	if err != nil {
+		d.log.Warn("node discovery event ignored", "error", err)
+		return err
+	}
+	if !ok {
+		return nil
+	}
+	if err := d.lockForChange("node discovery"); err != nil {
+		return err
+	}
+	defer d.unlock()
+	if !d.st.Cluster.Discover(node, joined) {
+		return nil
+	}
+	d.log.Info("swarm node "+map[bool]string{true: "joined", false: "left"}[joined], "address", node.Addr, "self", node.Self, "peers", len(d.st.Cluster.Peers))
+	d.saveOrRetry()
+	for _, cfg := range d.st.Networks {
+		if _, err := d.ensureVXLAN(cfg); err != nil {
+			d.log.Error("updating the VXLAN device failed; the heal loop retries", "network", shortID(cfg.ID), "error", err)
+		}
+	}
+	return nil
+}
+
+// gossipEvery bounds how often the heal loop reads the conntrack table for
+// gossiping nodes (a dump of the whole table).
+const gossipEvery = 30 * time.Second
+
+// adoptGossipers makes peers of the nodes this node's engine gossips with
+// (cluster/gossip), at most every gossipEvery unless no peer is known: the
+// engine never replays its node events to a plugin enabled after the node
+// joined the swarm. Callers have a swarm network; this node's address must
+// be known.
+func (d *Driver) adoptGossipers(force bool) bool {
+	if d.gossip == nil || !d.st.Cluster.Self.IsValid() {
+		return false
+	}
+	if !force && len(d.st.Cluster.Peers) > 0 && time.Since(d.gossipAt) < gossipEvery {
+		return false
+	}
+	d.gossipAt = time.Now()
+	nodes, err := d.gossip(d.st.Cluster.Self)
+	if err != nil {
+		d.log.Warn("reading the engine's gossip peers from conntrack failed", "error", err)
+		return false
+	}
+	return d.adopt(nodes, "gossip")
+}
+
+func isSwarm(cfg *NetworkConfig) bool { return cfg.VNI != 0 }
+
+// adopt adds nodes as peers (cluster.State.Adopt) and saves.
+func (d *Driver) adopt(nodes []netip.Addr, from string) bool {
+	added := d.st.Cluster.Adopt(nodes)
+	if len(added) == 0 {
+		return false
+	}
+	d.log.Info("swarm nodes adopted as peers (no discovery event reached this plugin for them)", "from", from, "nodes", added)
+	d.saveOrRetry()
+	return true
+}
+
+// healVXLAN makes every swarm network's device match the plan again (a
+// deleted device, a lost flood entry, a changed MTU), after adopting as
+// peers the nodes whose traffic the devices learned or whose engines gossip
+// with this one but no discovery event announced here.
+func (d *Driver) healVXLAN() (repaired bool) {
+	var learned []netip.Addr
+	for _, cfg := range d.st.Networks {
+		if cfg.VNI == 0 || d.vxlan == nil {
+			continue
+		}
+		vteps, err := d.vxlan.Learned(vxlanName(cfg.ID))
+		if err == nil {
+			learned = append(learned, vteps...)
+		}
+	}
+	slices.SortFunc(learned, netip.Addr.Compare)
+	repaired = d.adopt(slices.Compact(learned), "tunnel traffic")
+	if slices.ContainsFunc(slices.Collect(maps.Values(d.st.Networks)), isSwarm) && d.adoptGossipers(false) {
+		repaired = true
+	}
+	for _, cfg := range d.st.Networks {
+		changed, err := d.ensureVXLAN(cfg)
+		if err != nil {
+			d.log.Error("repairing the VXLAN device failed", "network", shortID(cfg.ID), "error", err)
+			continue
+		}
+		if changed {
+			d.log.Info("VXLAN device of a swarm network repaired", "network", shortID(cfg.ID), "device", vxlanName(cfg.ID))
+			repaired = true
+		}
+	}
+	return repaired
+}

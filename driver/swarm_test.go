@@ -1,0 +1,274 @@
+package driver
+
+import (
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/ournet/ournet/cluster"
+)
+
+func nodeEvent(addr string, self bool) *network.DiscoveryNotification {
+	return &network.DiscoveryNotification{DiscoveryType: 1,
+		DiscoveryData: map[string]interface{}{"Address": addr, "BindAddress": "0.0.0.0", "Self": self}}
+}
+
+// allocate is AllocateNetwork as swarm's leader sends it: the user's
+// options plus what an earlier allocation stored.
+func (h *harness) allocate(id string, opts map[string]string) map[string]string {
+	h.t.Helper()
+	resp, err := h.d.AllocateNetwork(&network.AllocateNetworkRequest{NetworkID: id, Options: opts,
+		IPv4Data: []network.IPAMData{{Pool: "10.50.0.0/24", Gateway: "10.50.0.1/24"}}})
+	if err != nil {
+		h.t.Fatalf("AllocateNetwork(%s): %v", id, err)
+	}
+	return resp.Options
+}
+
+func TestAllocateNetworkVNIs(t *testing.T) {
+	h := newHarness(t)
+	h.d.DiscoverNew(nodeEvent("10.99.0.1", true))
+	a := h.allocate(netA, nil)
+	if a[cluster.OptVNI] != "4096" || a[cluster.OptMTU] != "1450" {
+		t.Fatalf("first network: %v", a)
+	}
+	// A repeat, a second network, and a user MTU under the underlay's limit.
+	if again := h.allocate(netA, nil); again[cluster.OptVNI] != "4096" {
+		t.Fatalf("repeat: %v", again)
+	}
+	b := h.allocate(netB, map[string]string{"com.docker.network.driver.mtu": "1400"})
+	if b[cluster.OptVNI] != "4097" || b[cluster.OptMTU] != "1400" {
+		t.Fatalf("second network: %v", b)
+	}
+	// Survives a plugin restart (a leader's crash gets no restore pass).
+	h.restart()
+	if c := h.allocate("c", nil); c[cluster.OptVNI] != "4098" {
+		t.Fatalf("after restart: %v", c)
+	}
+	// A new leader restores with what swarm stored: same answer, kept.
+	h.d.FreeNetwork(&network.FreeNetworkRequest{NetworkID: netA})
+	if r := h.allocate(netA, map[string]string{cluster.OptVNI: "4096", cluster.OptMTU: "1450"}); r[cluster.OptVNI] != "4096" || r[cluster.OptMTU] != "1450" {
+		t.Fatalf("restore: %v", r)
+	}
+	if d := h.allocate("d", nil); d[cluster.OptVNI] != "4099" {
+		t.Fatalf("after restoring 4096: %v", d)
+	}
+	// Too big for the underlay: lowered (inspect shows it), not refused.
+	if big := h.allocate("e", map[string]string{OptMTU: "9000"}); big[cluster.OptMTU] != "1450" {
+		t.Fatalf("MTU 9000 over a 1500 underlay: %v", big)
+	}
+	for _, bad := range []map[string]string{{OptMTU: "x"}, {"ournet.nonsense": "1"}, {cluster.OptVNI: "12"}} {
+		if _, err := h.d.AllocateNetwork(&network.AllocateNetworkRequest{NetworkID: "bad", Options: bad}); err == nil {
+			t.Errorf("AllocateNetwork accepted %v", bad)
+		}
+	}
+	if _, err := h.d.AllocateNetwork(&network.AllocateNetworkRequest{NetworkID: "v6", IPv6Data: []network.IPAMData{{Pool: "fd00::/64"}}}); err == nil || !strings.Contains(err.Error(), "IPv4 only") {
+		t.Errorf("IPv6 swarm network: %v", err)
+	}
+}
+
+// createSwarm sends CreateNetwork as a node's engine does for a swarm
+// network: the allocator's options among the generic ones.
+func (h *harness) createSwarm(id string, vni string) error {
+	return h.createNetwork(id, 50, map[string]interface{}{cluster.OptVNI: vni, cluster.OptMTU: "1450"}, nil)
+}
+
+func TestSwarmNetworkHasVXLANFollowingPeers(t *testing.T) {
+	h := newHarness(t)
+	h.d.DiscoverNew(nodeEvent("10.99.0.1", true))
+	h.d.DiscoverNew(nodeEvent("10.99.0.3", false))
+	if err := h.createSwarm(netA, "4096"); err != nil {
+		t.Fatal(err)
+	}
+	dev, ok := h.vxlan.device(vxlanName(netA))
+	want := []netip.Addr{netip.MustParseAddr("10.99.0.3")}
+	if !ok || dev.VNI != 4096 || dev.Port != DefaultVXLANPort || dev.MTU != 1450 || dev.Bridge != DefaultBridgeName(netA) ||
+		dev.Local != netip.MustParseAddr("10.99.0.1") || !slices.Equal(dev.Peers, want) {
+		t.Fatalf("device %+v (exists %v)", dev, ok)
+	}
+	if br := h.links.get(DefaultBridgeName(netA)); br == nil || br.MTU != 1450 {
+		t.Fatalf("bridge %+v", br)
+	}
+	// Endpoints get a MAC of their own, not one derived from the address.
+	resp := h.mustCreateEndpoint(netA, epA, "172.30.50.2/24")
+	if mac := resp.Interface.MacAddress; mac != macFromEndpointID(epA).String() || strings.HasPrefix(mac, "02:42") {
+		t.Fatalf("MAC %s", mac)
+	}
+	h.mustJoin(netA, epA)
+	// A node joins and one leaves: every device follows.
+	h.d.DiscoverNew(nodeEvent("10.99.0.2", false))
+	h.d.DiscoverDelete(nodeEvent("10.99.0.3", false))
+	dev, _ = h.vxlan.device(vxlanName(netA))
+	if want := []netip.Addr{netip.MustParseAddr("10.99.0.2")}; !slices.Equal(dev.Peers, want) {
+		t.Fatalf("peers %v, want %v", dev.Peers, want)
+	}
+	// The node's engine restarted and creates the network again.
+	if err := h.createSwarm(netA, "4096"); err != nil {
+		t.Fatalf("the same swarm network again: %v", err)
+	}
+	if err := h.createSwarm(netA, "4097"); err == nil {
+		t.Fatal("a different network under the same ID was accepted")
+	}
+	// Peers survive a plugin restart; a deleted device comes back at heal.
+	h.restart()
+	h.vxlan.Delete(vxlanName(netA))
+	if repaired, err := h.d.Heal(t.Context()); err != nil || !repaired {
+		t.Fatalf("heal: %v %v", repaired, err)
+	}
+	if dev, ok := h.vxlan.device(vxlanName(netA)); !ok || !slices.Equal(dev.Peers, []netip.Addr{netip.MustParseAddr("10.99.0.2")}) {
+		t.Fatalf("after heal: %+v %v", dev, ok)
+	}
+	// Traffic from a node no event announced makes it a peer; from the
+	// node that left, it does not.
+	h.vxlan.learned[vxlanName(netA)] = []netip.Addr{netip.MustParseAddr("10.99.0.3"), netip.MustParseAddr("10.99.0.4")}
+	h.d.Heal(t.Context())
+	dev, _ = h.vxlan.device(vxlanName(netA))
+	if want := []netip.Addr{netip.MustParseAddr("10.99.0.2"), netip.MustParseAddr("10.99.0.4")}; !slices.Equal(dev.Peers, want) {
+		t.Fatalf("after adoption: %v, want %v", dev.Peers, want)
+	}
+	st, _ := h.d.Status()
+	if st.Cluster == nil || len(st.Cluster.Peers) != 2 || st.Networks[0].VNI != 4096 {
+		t.Fatalf("status cluster %+v networks %+v", st.Cluster, st.Networks)
+	}
+	if err := h.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: netA}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := h.vxlan.device(vxlanName(netA)); ok {
+		t.Fatal("the VXLAN device outlived its network")
+	}
+}
+
+func TestSwarmNetworkRefusals(t *testing.T) {
+	h := newHarness(t)
+	h.d.DiscoverNew(nodeEvent("10.99.0.1", true))
+	// A node whose underlay is smaller than the network needs.
+	h.vxlan.underlay = 1400
+	if err := h.createSwarm(netA, "4096"); err == nil || !strings.Contains(err.Error(), "underlay MTU of 1500") {
+		t.Fatalf("small underlay: %v", err)
+	}
+	h.vxlan.underlay = 1500
+	// The device cannot be made: nothing is left behind.
+	h.vxlan.failNext = errInjected
+	if err := h.createSwarm(netA, "4096"); err == nil {
+		t.Fatal("CreateNetwork succeeded without its VXLAN device")
+	}
+	if h.links.get(DefaultBridgeName(netA)) != nil {
+		t.Fatal("bridge left after a failed CreateNetwork")
+	}
+	// The short name is a local driver: no VNI through it.
+	req := createRequest(netB, map[string]interface{}{cluster.OptVNI: "4096"})
+	req.IPv4Data = []*network.IPAMData{{Pool: "172.30.9.0/24", Gateway: "172.30.9.1/24"}}
+	if err := h.d.CreateLocalNetwork(req); err == nil || !strings.Contains(err.Error(), "--scope swarm") {
+		t.Fatalf("VNI through the short name: %v", err)
+	}
+	// A VXLAN MTU without a VNI is not a swarm network.
+	if err := h.createNetwork("c", 51, map[string]interface{}{cluster.OptMTU: "1450"}, nil); err == nil {
+		t.Fatal("ournet.vxlan.mtu without a VNI accepted")
+	}
+	// Discovery data ournet cannot use is refused (the engine only logs it).
+	if err := h.d.DiscoverNew(&network.DiscoveryNotification{DiscoveryType: 1, DiscoveryData: "x"}); err == nil {
+		t.Fatal("bad discovery data accepted")
+	}
+	if err := h.d.DiscoverNew(&network.DiscoveryNotification{DiscoveryType: 2, DiscoveryData: map[string]interface{}{}}); err != nil {
+		t.Fatalf("other discovery types are ignored: %v", err)
+	}
+}
+
+// After an engine restart the engine has forgotten its swarm networks and
+// will never delete them: once no container of such a network runs here,
+// the heal loop drops it, unless the engine created it since the plugin
+// started.
+func TestHealForgetsSwarmNetworksTheEngineForgot(t *testing.T) {
+	h := newHarness(t)
+	h.d.DiscoverNew(nodeEvent("10.99.0.1", true))
+	for i, id := range []string{netA, netB, "c"} {
+		if err := h.createNetwork(id, 50+i, map[string]interface{}{cluster.OptVNI: strconv.Itoa(4096 + i), cluster.OptMTU: "1450"}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.mustJoinedEndpoint(netA, epA, "172.30.50.2/24")
+	h.mustJoinedEndpoint(netB, epB, "172.30.51.2/24")
+	h.mustCreateNetwork("local", 53, nil) // a local network without containers stays
+	// Created in this plugin's lifetime: kept even without containers.
+	if _, err := h.d.Heal(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.d.st.Networks) != 4 {
+		t.Fatalf("networks after heal: %d, want 4", len(h.d.st.Networks))
+	}
+	// The engine restarts (the plugin with it); epB's container is gone.
+	h.restart()
+	if err := h.d.Reconcile(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	hostB, _ := vethNames(epB)
+	h.links.DeleteLink(hostB)
+	// "c" comes back with a container before the heal loop runs.
+	if err := h.createNetwork("c", 52, map[string]interface{}{cluster.OptVNI: "4098", cluster.OptMTU: "1450"}, nil); err != nil {
+		t.Fatalf("created again: %v", err)
+	}
+	if _, err := h.d.Heal(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := h.d.st.Networks[netB]; ok {
+		t.Fatal("the swarm network the engine forgot was kept")
+	}
+	if _, ok := h.d.st.Endpoints[epB]; ok {
+		t.Fatal("its endpoint was kept")
+	}
+	if _, ok := h.vxlan.device(vxlanName(netB)); ok || h.links.get(DefaultBridgeName(netB)) != nil {
+		t.Fatal("its bridge or VXLAN device was kept")
+	}
+	for _, id := range []string{netA, "c", "local"} {
+		if _, ok := h.d.st.Networks[id]; !ok {
+			t.Fatalf("network %s was dropped", id)
+		}
+	}
+	// And the engine creates the forgotten one again later.
+	if err := h.createNetwork(netB, 51, map[string]interface{}{cluster.OptVNI: "4097", cluster.OptMTU: "1450"}, nil); err != nil {
+		t.Fatalf("created again: %v", err)
+	}
+}
+
+// A plugin enabled after its node joined the swarm hears only of itself:
+// its first swarm network finds the other nodes among the engine's gossip
+// flows at once, and the heal loop keeps looking (rate-limited).
+func TestGossipersBecomePeers(t *testing.T) {
+	h := newHarness(t)
+	var calls int
+	gossipers := []netip.Addr{netip.MustParseAddr("10.99.0.2"), netip.MustParseAddr("10.99.0.3")}
+	h.gossip = func(self netip.Addr) ([]netip.Addr, error) {
+		calls++
+		if self != netip.MustParseAddr("10.99.0.1") {
+			t.Errorf("gossip asked for %s", self)
+		}
+		return gossipers, nil
+	}
+	h.restart()
+	h.d.DiscoverNew(nodeEvent("10.99.0.1", true))
+	if _, err := h.d.Heal(t.Context()); err != nil || calls != 0 {
+		t.Fatalf("gossip read without a swarm network: %d calls, %v", calls, err)
+	}
+	if err := h.createSwarm(netA, "4096"); err != nil {
+		t.Fatal(err)
+	}
+	dev, _ := h.vxlan.device(vxlanName(netA))
+	if !slices.Equal(dev.Peers, gossipers) || calls != 1 {
+		t.Fatalf("peers at create %v after %d reads, want %v", dev.Peers, calls, gossipers)
+	}
+	// Within gossipEvery the heal loop does not read again.
+	gossipers = append(gossipers, netip.MustParseAddr("10.99.0.4"))
+	h.d.Heal(t.Context())
+	if calls != 1 {
+		t.Fatalf("%d gossip reads within %s", calls, gossipEvery)
+	}
+	h.d.gossipAt = h.d.gossipAt.Add(-gossipEvery)
+	h.d.Heal(t.Context())
+	if dev, _ := h.vxlan.device(vxlanName(netA)); calls != 2 || !slices.Equal(dev.Peers, gossipers) {
+		t.Fatalf("after %d reads: peers %v, want %v", calls, dev.Peers, gossipers)
+	}
+}
