@@ -3,7 +3,9 @@
 package cluster
 
 import (
+	"encoding/json"
 	"fmt"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -123,6 +125,43 @@ func TestSwarmNetwork(t *testing.T) {
 		})
 	})
 
+	// A swarm service on the network: tasks on the nodes, found by name
+	// (DNS round robin: swarm's VIPs need IPVS and the overlay driver).
+	t.Run("a dnsrr service", func(t *testing.T) {
+		svc := prefix + "sw-svc"
+		mustDocker(t, "node1", "service", "create", "-d", "--no-resolve-image", "--name", svc, "--network", net, "--endpoint-mode", "dnsrr",
+			"--replicas", "3", image, "probe", "http-serve", ":80", "-text", "service task")
+		t.Cleanup(func() { docker("node1", "service", "rm", svc) })
+		var answers []string
+		eventually(t, 60*time.Second, "three tasks behind the service name", func() error {
+			out, err := docker("node1", "exec", ctr("node1"), "nslookup", svc)
+			if err != nil {
+				return err
+			}
+			answers = nil
+			for _, line := range strings.Split(out, "\n") {
+				if f := strings.Fields(line); len(f) >= 3 && f[0] == "Address:" && strings.HasPrefix(f[len(f)-1], "10.210.") {
+					answers = append(answers, f[len(f)-1])
+				} else if len(f) == 2 && f[0] == "Address:" && strings.HasPrefix(f[1], "10.210.") {
+					answers = append(answers, f[1])
+				}
+			}
+			if len(answers) != 3 {
+				return fmt.Errorf("%d addresses: %s", len(answers), out)
+			}
+			return nil
+		})
+		for _, a := range answers {
+			out, err := docker("node1", "exec", ctr("node1"), "probe", "get", "http://"+a+":80/")
+			if err != nil || !strings.Contains(out, "service task") {
+				t.Errorf("task at %s: %q %v", a, out, err)
+			}
+		}
+		nodesOf := mustDocker(t, "node1", "service", "ps", "--format", "{{.Node}}", "--filter", "desired-state=running", svc)
+		t.Logf("tasks at %v on %s", answers, strings.Join(strings.Fields(nodesOf), ", "))
+		mustDocker(t, "node1", "service", "rm", svc)
+	})
+
 	t.Run("a node joining later", func(t *testing.T) {
 		must(t, "add")
 		added := fmt.Sprintf("node%d", len(nodes)+1)
@@ -132,6 +171,125 @@ func TestSwarmNetwork(t *testing.T) {
 			eventually(t, 15*time.Second, n+" -> "+added, func() error { return ping(n, ctr(n), ctr(added)) })
 		}
 		nodes = append(nodes, added)
+	})
+
+	// stream runs `probe stream` in ctr on node against url for d, with
+	// requests every 50 ms, and returns how many failed and the longest gap.
+	type streamResult struct {
+		Sent, Failed int
+		LongestGapMS float64 `json:"longest_gap_ms"`
+		FirstError   string  `json:"first_error"`
+	}
+	stream := func(node, ctr, url, expect string, d time.Duration) (chan streamResult, chan error) {
+		res, errc := make(chan streamResult, 1), make(chan error, 1)
+		go func() {
+			out, err := docker(node, "exec", ctr, "probe", "stream", url, "-duration", d.String(), "-interval", "50ms", "-timeout", "1s", "-expect", expect)
+			if err != nil {
+				errc <- err
+				return
+			}
+			var r streamResult
+			if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &r); err != nil {
+				errc <- fmt.Errorf("stream output %q: %v", out, err)
+				return
+			}
+			res <- r
+		}()
+		return res, errc
+	}
+	wait := func(t *testing.T, res chan streamResult, errc chan error) streamResult {
+		t.Helper()
+		select {
+		case r := <-res:
+			return r
+		case err := <-errc:
+			t.Fatal(err)
+		}
+		return streamResult{}
+	}
+
+	// The container on each node that runs (a stopped node's come back
+	// only with a restart policy).
+	live := map[string]string{}
+	for _, n := range nodes {
+		live[n] = ctr(n)
+	}
+
+	t.Run("a node stopped and started", func(t *testing.T) {
+		// A container that comes back with its host.
+		mustDocker(t, "node3", "run", "-d", "--name", ctr("node3")+"-r", "--restart", "always", "--network", net, image, "probe", "http-serve", ":80", "-text", "back on node3")
+		eventually(t, 15*time.Second, "node1 -> node3's restarting container", func() error { return ping("node1", ctr("node1"), ctr("node3")+"-r") })
+		res, errc := stream("node1", ctr("node1"), "http://"+ctr("node2")+":80/", "hello from node2", 8*time.Second)
+		time.Sleep(time.Second)
+		must(t, "stop", "node3")
+		r := wait(t, res, errc)
+		if r.Failed > 0 || r.Sent < 50 {
+			t.Errorf("node1 -> node2 while node3 went down: %d of %d requests failed (longest gap %.0f ms, %s)", r.Failed, r.Sent, r.LongestGapMS, r.FirstError)
+		}
+		t.Logf("node1 -> node2 while node3 went down: %d requests, %d failed, longest gap %.0f ms", r.Sent, r.Failed, r.LongestGapMS)
+		must(t, "start", "node3")
+		took := eventually(t, 90*time.Second, "node3's container reachable again from node1", func() error {
+			out, err := docker("node1", "exec", ctr("node1"), "probe", "get", "http://"+ctr("node3")+"-r:80/")
+			if err == nil && !strings.Contains(out, "back on node3") {
+				err = fmt.Errorf("answer %q", out)
+			}
+			return err
+		})
+		t.Logf("node3's container answered again %s after start", took.Round(100*time.Millisecond))
+		live["node3"] = ctr("node3") + "-r" // the first one had no restart policy
+	})
+
+	t.Run("a node partitioned and healed", func(t *testing.T) {
+		must(t, "partition", "node2")
+		if err := ping("node1", ctr("node1"), ctr("node2")); err == nil {
+			t.Error("node1 reached node2 while node2 is cut off")
+		}
+		// A container started on the other side meanwhile (the managers there
+		// allocate, after electing a leader if node2 led) never gets an
+		// address in use.
+		eventually(t, 60*time.Second, "a container on node1 during the partition", func() error {
+			docker("node1", "rm", "-f", ctr("during"))
+			_, err := docker("node1", "run", "-d", "--name", ctr("during"), "--network", net, image, "sleep", "600")
+			return err
+		})
+		must(t, "heal", "node2")
+		took := eventually(t, 30*time.Second, "node1 -> node2 after heal", func() error { return ping("node1", ctr("node1"), ctr("node2")) })
+		t.Logf("node1 -> node2 again %s after heal", took.Round(100*time.Millisecond))
+		seen := map[string]string{}
+		for _, n := range nodes {
+			out := mustDocker(t, n, "ps", "-q", "--filter", "name="+prefix+"sw")
+			for _, c := range strings.Fields(out) {
+				ip := mustDocker(t, n, "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", c)
+				if other, dup := seen[ip]; dup {
+					t.Errorf("%s on %s and %s both have %s", c, n, other, ip)
+				}
+				seen[ip] = c + " on " + n
+			}
+		}
+	})
+
+	t.Run("the plugin killed on a node", func(t *testing.T) {
+		res, errc := stream("node1", ctr("node1"), "http://"+ctr("node2")+":80/", "hello from node2", 8*time.Second)
+		time.Sleep(time.Second)
+		pid := pluginPID(t, "node2")
+		must(t, "exec", "node2", "kill", "-KILL", pid)
+		r := wait(t, res, errc)
+		if r.Failed > 0 {
+			t.Errorf("node1 -> node2 while node2's plugin was killed: %d of %d requests failed (%s)", r.Failed, r.Sent, r.FirstError)
+		}
+		t.Logf("node1 -> node2 while node2's plugin was killed: %d requests, %d failed, longest gap %.0f ms", r.Sent, r.Failed, r.LongestGapMS)
+		eventually(t, 30*time.Second, "the engine restarts node2's plugin", func() error {
+			if now := pluginPID(t, "node2"); now == pid {
+				return fmt.Errorf("still %s", now)
+			}
+			return nil
+		})
+		mustDocker(t, "node2", "run", "-d", "--name", ctr("node2")+"-new", "--network", net, image, "sleep", "600")
+		for _, n := range nodes {
+			if n != "node2" {
+				eventually(t, 15*time.Second, "node2's new container -> "+n, func() error { return ping("node2", ctr("node2")+"-new", live[n]) })
+			}
+		}
 	})
 
 	t.Run("VNIs unique after the leader is killed", func(t *testing.T) {
@@ -194,4 +352,22 @@ func TestSwarmNetwork(t *testing.T) {
 			})
 		}
 	})
+}
+
+// pluginPID is the ournet process whose network namespace is node's (the
+// nodes share the host's PID namespace).
+func pluginPID(t *testing.T, node string) string {
+	t.Helper()
+	out, _ := exec.Command("pgrep", "-f", "^/usr/bin/ournet").Output()
+	var found []string
+	for _, pid := range strings.Fields(string(out)) {
+		ns, err := exec.Command("ip", "netns", "identify", pid).Output()
+		if err == nil && strings.TrimSpace(string(ns)) == "ocl-"+node {
+			found = append(found, pid)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("ournet processes in %s: %v, want one", node, found)
+	}
+	return found[0]
 }
