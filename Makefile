@@ -18,7 +18,7 @@ ENGINES := $(or $(ENGINE),debian moby28 moby29 moby29nft)
 # ENGINE=moby28 or moby29nft: the cluster on Debian's engine (it runs debian and moby29).
 CLUSTER_ENGINES := $(if $(ENGINE),$(or $(filter debian moby29,$(ENGINE)),debian),debian moby29)
 
-.PHONY: build plugin cli install push uninstall logs ports demo lint-workflows unit integration e2e test test-cluster bench faults fuzz clean
+.PHONY: build plugin cli install push uninstall logs ports demo lint-workflows unit integration e2e test test-cluster bench bench-cluster faults fuzz clean
 
 build:
 	$(GO) build ./...
@@ -86,6 +86,10 @@ test-cluster:
 
 bench:
 	scripts/bench.sh
+
+# An ournet swarm network against Docker's overlay across two nodes of the test cluster (not in make test).
+bench-cluster:
+	scripts/bench-cluster.sh
 
 # Request streams during plugin kill, disable/enable, dockerd restart, flushes, a deleted bridge.
 faults:

@@ -40,6 +40,10 @@ func envOr(k, def string) string {
 
 func main() {
 	flag.Parse()
+	if *clusterRun {
+		clusterTable()
+		return
+	}
 	version, err := run("docker", "version", "-f", "{{.Server.Version}}")
 	if err != nil {
 		fail(err)
