@@ -129,6 +129,11 @@ func checkTargets(endpoints map[string]*Endpoint, startUp map[string]bool) []hea
 // one would own the group's address would be a guess) and a frontend on an
 // internal network (which has no rules of its own to balance with).
 func (d *Driver) checkGroup(network *NetworkConfig, cfg *EndpointConfig) error {
+	if cfg.LB != nil && network.VNI != 0 {
+		// A member on another node would answer the client directly, past
+		// the frontend's node that translated the request.
+		return &OptionError{lb.Prefix + "*", "", "target groups work on local networks only: a swarm network spans nodes, and a member on another node would answer past the frontend's translation"}
+	}
 	if cfg.LB == nil || cfg.LB.Frontend == nil {
 		return nil
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/ournet/ournet/cluster"
 )
 
 // testNetworkID is a network ID as the engine sends it: 64 hex digits.
@@ -330,6 +332,7 @@ func FuzzParseNetworkOptions(f *testing.F) {
 	f.Add("com.docker.network.driver.mtu", "67", "", "")
 	f.Add("ournet.bridge.name", "abcdefghijklmnop", "ournet.enable_icc", "false")
 	f.Add("com.docker.network.bridge.host_binding_ipv4", "::ffff:127.0.0.1", "ournet.enable_ip_masquerade", "t")
+	f.Add("ournet.vxlan.vni", "4096", "ournet.vxlan.mtu", "1450")
 	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
 		generic := map[string]interface{}{}
 		if k1 != "" {
@@ -354,6 +357,9 @@ func FuzzParseNetworkOptions(f *testing.F) {
 		if cfg.HostBindingIPv4.IsValid() && (!cfg.HostBindingIPv4.Is4() || cfg.HostBindingIPv4.IsUnspecified()) {
 			t.Errorf("accepted host binding %v", cfg.HostBindingIPv4)
 		}
+		if cfg.VNI != 0 && (cfg.VNI < cluster.FirstVNI || cfg.VNI > cluster.LastVNI || cfg.MTU == 0) {
+			t.Errorf("accepted VNI %d with MTU %d", cfg.VNI, cfg.MTU)
+		}
 		if cfg.ID != testNetworkID || len(cfg.IPv4) != 1 {
 			t.Errorf("options changed the engine's data: %+v", cfg)
 		}
@@ -366,7 +372,7 @@ func FuzzParseNetworkOptions(f *testing.F) {
 }
 
 func isValidOption(name string) bool {
-	for _, o := range validOptions() {
+	for _, o := range append(validOptions(), cluster.OptVNI, cluster.OptMTU) {
 		if o == name {
 			return true
 		}

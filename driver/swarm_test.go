@@ -272,3 +272,15 @@ func TestGossipersBecomePeers(t *testing.T) {
 		t.Fatalf("after %d reads: peers %v, want %v", calls, dev.Peers, gossipers)
 	}
 }
+
+func TestSwarmNetworkRefusesTargetGroups(t *testing.T) {
+	h := newHarness(t)
+	if err := h.createSwarm(netA, "4096"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := h.d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: netA, EndpointID: epA,
+		Interface: &network.EndpointInterface{Address: "172.30.50.2/24"}, Options: map[string]interface{}{"ournet.lb.group": "web"}})
+	if err == nil || !strings.Contains(err.Error(), "local networks only") {
+		t.Fatalf("a group member on a swarm network: %v", err)
+	}
+}
