@@ -67,6 +67,7 @@ func firewallPlan(networks map[string]*NetworkConfig, endpoints map[string]*Endp
 			ICC:        cfg.ICC,
 			Masquerade: cfg.Masquerade,
 			Internal:   cfg.Internal,
+			Untracked:  cfg.VNI != 0, // swarm networks: no target groups there
 			Endpoints:  byNetwork[id],
 			Groups:     groupPlans(id, endpoints, up),
 		}

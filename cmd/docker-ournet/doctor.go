@@ -83,8 +83,34 @@ func doctor(ctx context.Context, e *env) []finding {
 	checkFirewall(ctx, e, networks, add)
 	if haveStatus {
 		checkPortConflicts(e, st, add)
+		checkSwarm(st, add)
 	}
 	return out
+}
+
+// checkSwarm: a swarm network floods to the other nodes ournet knows; with
+// none, its containers reach no other node.
+func checkSwarm(st status.Status, add func(finding)) {
+	swarm := 0
+	for _, n := range st.Networks {
+		if n.VNI != 0 {
+			swarm++
+		}
+	}
+	if swarm == 0 {
+		return
+	}
+	c := st.Cluster
+	switch {
+	case c == nil || !c.Self.IsValid():
+		add(finding{"swarm", levelFail, fmt.Sprintf("%d swarm networks, but the engine never told ournet this node's address", swarm),
+			"check that this node is in the swarm (docker info); then docker plugin disable -f and enable the plugin"})
+	case len(c.Peers) == 0:
+		add(finding{"swarm", levelWarn, fmt.Sprintf("%d swarm networks, but ournet knows no other node: containers here reach no other host", swarm),
+			fmt.Sprintf("a one-node swarm needs nothing; otherwise check that the nodes reach each other on TCP/UDP 7946 and on UDP %d (VXLAN_PORT)", c.VXLANPort)})
+	default:
+		add(finding{"swarm", levelOK, fmt.Sprintf("%d swarm networks; this node %s, %d other nodes, VXLAN on UDP %d", swarm, c.Self, len(c.Peers), c.VXLANPort), ""})
+	}
 }
 
 func checkEngine(ctx context.Context, e *env, add func(finding)) bool {

@@ -3,8 +3,11 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/ournet/ournet/status"
 )
 
 // levels maps each check's findings to their levels, in order.
@@ -65,6 +68,11 @@ func TestDoctorFindsEachProblem(t *testing.T) {
 			h.commands["iptables -t filter -S FORWARD"] = "-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n"
 		}, "chains", levelFail, "no jump from filter FORWARD to OURNET-FORWARD"},
 		{"raw jump deleted", func(h *fakeHost) { h.commands["iptables -t raw -S PREROUTING"] = "-P PREROUTING ACCEPT\n" }, "chains", levelFail, "raw PREROUTING"},
+		{"swarm network without peers", func(h *fakeHost) {
+			h.status.Networks[0].VNI = 4096
+			h.status.Cluster = &status.Cluster{Self: netip.MustParseAddr("10.99.0.1"), Peers: []netip.Addr{}, VXLANPort: 4800}
+		}, "swarm", levelWarn, "knows no other node"},
+		{"swarm network without an address", func(h *fakeHost) { h.status.Networks[0].VNI = 4096 }, "swarm", levelFail, "never told ournet"},
 		{"port taken", func(h *fakeHost) {
 			h.files["/proc/net/tcp6"] = "  sl  local_address rem_address   st\n   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A\n"
 		}, "ports", levelFail, "listens on [::]:8080"},

@@ -83,6 +83,10 @@ func realisticNetworks() []Network {
 		with(groupsNetwork(), func(n *Network) {
 			n.ID, n.Bridge, n.Subnets = "d4e5f6a7b8c9d0e1", "on-d4e5f6a7b8c9", []netip.Prefix{pfx("172.30.0.0/24"), pfx("fd00:30::/64")}
 		}),
+		with(cases["untracked"][0], func(n *Network) {
+			n.ID, n.Bridge, n.Subnets = "e5f6a7b8c9d0e1f2", "on-e5f6a7b8c9d0", []netip.Prefix{pfx("10.98.0.0/24")}
+			n.Endpoints = []Endpoint{{ID: "f6f6f6f6f6f6", Ports: []PublishedPort{{Proto: "tcp", HostPort: 8090, ContainerIP: addr("10.98.0.2"), ContainerPort: 80}}}}
+		}),
 	}
 }
 
@@ -160,7 +164,8 @@ func TestNetnsApply(t *testing.T) {
 			`-A OURNET-DNAT-f1f1f1f1f1f1 -p udp -m udp --dport 6000:6009 -m comment --comment "ournet b2a1c3d4e5f6" -j DNAT --to-destination 172.31.0.2`,
 			`-A OURNET-ALLOW-e3e3e3e3e3e3 -d 172.30.0.4/32 -o on-1a2b3c4d5e6f -p sctp -m sctp --dport 9999 -m conntrack --ctstate DNAT -m comment --comment "ournet 1a2b3c4d5e6f" -j ACCEPT`,
 			`-A OURNET-OUT-c3d4e5f6a7b8 -m comment --comment "ournet c3d4e5f6a7b8" -j DROP`,
-			"*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:OURNET-RAW-PREROUTING - [0:0]\n-A PREROUTING -j OURNET-RAW-PREROUTING\n-A OURNET-RAW-PREROUTING -d 127.0.0.0/8 ! -i lo -j DROP\nCOMMIT",
+			"*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:OURNET-RAW-PREROUTING - [0:0]\n-A PREROUTING -j OURNET-RAW-PREROUTING\n-A OURNET-RAW-PREROUTING -d 127.0.0.0/8 ! -i lo -j DROP\n" +
+				`-A OURNET-RAW-PREROUTING -s 10.98.0.0/24 -d 10.98.0.0/24 -i on-e5f6a7b8c9d0 -m addrtype ! --dst-type LOCAL -m comment --comment "ournet e5f6a7b8c9d0" -j CT --notrack` + "\nCOMMIT",
 		} {
 			if !strings.Contains(v4, want) {
 				t.Errorf("iptables-save lacks %s\n%s", want, v4)

@@ -26,6 +26,13 @@ type Network struct {
 	Internal   bool       // --internal: no traffic in or out except within the subnet
 	Endpoints  []Endpoint // only those publishing ports matter
 	Groups     []Group    // target groups whose frontend is attached
+	// Untracked: traffic between the network's containers, bridged within
+	// the subnet, skips conntrack (raw NOTRACK). For swarm networks, whose
+	// containers talk across nodes through the bridge: br_netfilter would
+	// otherwise track every bridged frame. Traffic to the host's addresses
+	// (the gateway, hairpin replies after MASQUERADE) stays tracked. No
+	// target groups: their frontends are translated within the subnet.
+	Untracked bool
 }
 
 // Group is a target group's frontend on its network: every new TCP or UDP
@@ -742,7 +749,17 @@ func rawRules(family Family, nets []familyNetwork) []Rule {
 	if family == IPv6 {
 		loopback = "::1/128"
 	}
-	return []Rule{{"-d", loopback, "!", "-i", "lo", "-j", "DROP"}}
+	rules := []Rule{{"-d", loopback, "!", "-i", "lo", "-j", "DROP"}}
+	for _, n := range nets {
+		if !n.Untracked || len(n.groups) > 0 {
+			continue
+		}
+		for _, s := range n.subnets {
+			rules = append(rules, rule(args("-s", s.String(), "-d", s.String(), "-i", n.Bridge, "-m", "addrtype", "!", "--dst-type", "LOCAL"),
+				n.comment, args("-j", "CT", "--notrack")))
+		}
+	}
+	return rules
 }
 
 func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }

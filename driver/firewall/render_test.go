@@ -142,6 +142,14 @@ func goldenCases() map[string][]Network {
 			{ID: idB, Bridge: "on-b2a1c3d4e5f6", Subnets: []netip.Prefix{pfx("172.31.0.0/16")}, ICC: false, Masquerade: true},
 		},
 		"groups": {groupsNetwork()},
+		// A swarm network: traffic between its containers skips conntrack.
+		"untracked": {
+			with(defaultNetwork(), func(n *Network) {
+				n.Untracked = true
+				n.Endpoints = []Endpoint{{ID: epWeb, Ports: []PublishedPort{web}}}
+			}),
+			{ID: idB, Bridge: "on-b2a1c3d4e5f6", Subnets: []netip.Prefix{pfx("172.31.0.0/16")}, ICC: true, Masquerade: true},
+		},
 		"ipv6": {{
 			ID: idB, Bridge: "on-b2a1c3d4e5f6", ICC: true, Masquerade: true,
 			Subnets: []netip.Prefix{pfx("172.31.0.0/16"), pfx("fd00:dead:beef::/64")},

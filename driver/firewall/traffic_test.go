@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"github.com/ournet/ournet/internal/netnstest"
 )
 
@@ -142,6 +145,77 @@ func TestNetnsTraffic(t *testing.T) {
 		}
 		if t.Failed() {
 			t.Log(ipt(t, b, IPv4, "-L", "-v", "-n"), ipt(t, b, IPv4, "-t", "nat", "-L", "-v", "-n"))
+		}
+	})
+}
+
+// TestNetnsUntrackedTraffic: on an Untracked network (a swarm network) with
+// br_netfilter on, traffic between two containers leaves no conntrack entry,
+// while everything that needs conntrack still works: a published port from
+// outside, the hairpin to it from the network, and masqueraded egress.
+func TestNetnsUntrackedTraffic(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b Backend) {
+		host := b.Netns
+		outside := netnstest.New(t)
+		netnstest.In(t, host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+		netnstest.In(t, host, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1")
+		netnstest.In(t, host, "ip", "link", "set", "lo", "up")
+		netnstest.In(t, host, "ip", "link", "add", "on-u", "type", "bridge")
+		netnstest.In(t, host, "ip", "addr", "add", "172.30.0.1/24", "dev", "on-u")
+		netnstest.In(t, host, "ip", "link", "set", "on-u", "up")
+		ctrs := map[string]string{}
+		for i, name := range []string{"c1", "c2", "c3"} {
+			ns := netnstest.New(t)
+			ctrs[name] = ns
+			veth := "ve-" + name
+			ip := netip.AddrFrom4([4]byte{172, 30, 0, byte(2 + i)}).String()
+			netnstest.In(t, host, "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+			netnstest.In(t, host, "ip", "link", "set", veth, "master", "on-u", "up")
+			netnstest.In(t, host, "ip", "link", "set", veth, "type", "bridge_slave", "hairpin", "on")
+			netnstest.In(t, ns, "ip", "addr", "add", ip+"/24", "dev", "eth0")
+			netnstest.In(t, ns, "ip", "link", "set", "eth0", "up")
+			netnstest.In(t, ns, "ip", "link", "set", "lo", "up")
+			netnstest.In(t, ns, "ip", "route", "add", "default", "via", "172.30.0.1")
+			serve(t, ns, ":80", name)
+		}
+		netnstest.In(t, host, "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", outside)
+		netnstest.In(t, host, "ip", "addr", "add", "192.0.2.1/24", "dev", "uplink")
+		netnstest.In(t, host, "ip", "link", "set", "uplink", "up")
+		netnstest.In(t, outside, "ip", "addr", "add", "192.0.2.2/24", "dev", "eth0")
+		netnstest.In(t, outside, "ip", "link", "set", "eth0", "up")
+		serve(t, outside, ":80", "outside")
+		ipt(t, b, IPv4, "-P", "FORWARD", "DROP")
+		networks := []Network{{ID: "aaaa", Bridge: "on-u", Subnets: []netip.Prefix{pfx("172.30.0.0/24")}, ICC: true, Masquerade: true, Untracked: true,
+			Endpoints: []Endpoint{{ID: "c1c1", Ports: []PublishedPort{{Proto: "tcp", HostPort: 8080, ContainerIP: addr("172.30.0.2"), ContainerPort: 80}}}}}}
+		if err := New(b, testLog(t)).Apply(context.Background(), networks); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct{ name, from, to, want string }{
+			{"container to container", ctrs["c2"], "172.30.0.4:80", "c3 172.30.0.3"},
+			{"container to the publishing container", ctrs["c3"], "172.30.0.2:80", "c1 172.30.0.4"},
+			{"outside to the published port", outside, "192.0.2.1:8080", "c1 192.0.2.2"},
+			{"hairpin to the published port", ctrs["c2"], "172.30.0.1:8080", "c1 172.30.0.1"},
+			{"egress, masqueraded", ctrs["c3"], "192.0.2.2:80", "outside 192.0.2.1"},
+		} {
+			if got := netnstest.DialTCP(t, tc.from, tc.to, 5*time.Second); got != tc.want {
+				t.Errorf("%s (%s): got %q, want %q", tc.name, tc.to, got, tc.want)
+			}
+		}
+		flows, err := netnstest.Handle(t, host).ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tracked := map[string]bool{}
+		for _, f := range flows {
+			tracked[f.Forward.SrcIP.String()+">"+f.Forward.DstIP.String()] = true
+		}
+		if tracked["172.30.0.3>172.30.0.4"] || tracked["172.30.0.4>172.30.0.2"] {
+			t.Errorf("traffic between containers was tracked: %v", tracked)
+		}
+		for _, want := range []string{"192.0.2.2>192.0.2.1", "172.30.0.3>172.30.0.1", "172.30.0.4>192.0.2.2"} {
+			if !tracked[want] {
+				t.Errorf("flow %s not tracked: %v", want, tracked)
+			}
 		}
 	})
 }

@@ -60,7 +60,7 @@ func clusterTable() {
 	rtt := map[string][]float64{}
 	measure := func(i int) {
 		t := targets[i]
-		out := onNode("node1", "exec", t.cli, "probe", "throughput", t.addr+":5001", "-seconds", "3")
+		out := onNode("node1", "exec", t.cli, "probe", "throughput", t.addr+":5001", "-seconds", "5")
 		m := mbps.FindStringSubmatch(out)
 		if m == nil {
 			fail(fmt.Errorf("throughput output %q has no MB/s", out))
@@ -99,5 +99,5 @@ func clusterTable() {
 		med(tput[on2])/med(tput[ov2]), med(rtt[on2])/med(rtt[ov2]))
 	fmt.Printf("ournet across hosts / same host: throughput %.2f, RTT %.2f\n",
 		med(tput[on2])/med(tput[targets[2].name]), med(rtt[on2])/med(rtt[targets[2].name]))
-	fmt.Println("Throughput: one TCP stream for 3 s (probe throughput). RTT: the average of 100 pings 10 ms apart (busybox ping), the median over rounds.")
+	fmt.Println("Throughput: one TCP stream for 5 s (probe throughput). RTT: the average of 100 pings 10 ms apart (busybox ping), the median over rounds.")
 }

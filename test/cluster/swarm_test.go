@@ -89,7 +89,10 @@ func TestSwarmNetwork(t *testing.T) {
 		}
 	})
 
-	t.Run("by name and address, TCP, across every pair", func(t *testing.T) {
+	t.Run("by name and address, TCP and UDP, across every pair", func(t *testing.T) {
+		for _, n := range nodes {
+			mustDocker(t, n, "exec", "-d", ctr(n), "probe", "udp-echo", ":53", "-text", "udp from "+n)
+		}
 		for _, from := range nodes {
 			for _, to := range nodes {
 				if from == to {
@@ -102,6 +105,10 @@ func TestSwarmNetwork(t *testing.T) {
 				out, err := docker(from, "exec", ctr(from), "probe", "get", "http://"+ctr(to)+":80/")
 				if err != nil || !strings.Contains(out, "hello from "+to) {
 					t.Errorf("%s -> %s over TCP: %q %v", from, to, out, err)
+				}
+				out, err = docker(from, "exec", ctr(from), "probe", "udp-send", ctr(to)+":53", "hi")
+				if err != nil || !strings.Contains(out, "udp from "+to) {
+					t.Errorf("%s -> %s over UDP: %q %v", from, to, out, err)
 				}
 				t.Logf("%s -> %s by name after %s", from, to, took.Round(100*time.Millisecond))
 			}
@@ -130,7 +137,7 @@ func TestSwarmNetwork(t *testing.T) {
 	t.Run("a dnsrr service", func(t *testing.T) {
 		svc := prefix + "sw-svc"
 		mustDocker(t, "node1", "service", "create", "-d", "--no-resolve-image", "--name", svc, "--network", net, "--endpoint-mode", "dnsrr",
-			"--replicas", "3", image, "probe", "http-serve", ":80", "-text", "service task")
+			"--publish", "mode=host,target=80,published=8082", "--replicas", "3", image, "probe", "http-serve", ":80", "-text", "service task")
 		t.Cleanup(func() { docker("node1", "service", "rm", svc) })
 		var answers []string
 		eventually(t, 60*time.Second, "three tasks behind the service name", func() error {
@@ -159,6 +166,17 @@ func TestSwarmNetwork(t *testing.T) {
 		}
 		nodesOf := mustDocker(t, "node1", "service", "ps", "--format", "{{.Node}}", "--filter", "desired-state=running", svc)
 		t.Logf("tasks at %v on %s", answers, strings.Join(strings.Fields(nodesOf), ", "))
+		// --publish mode=host: each task's port on its own node's address.
+		for _, n := range strings.Fields(nodesOf) {
+			url := "http://10.99.0." + strings.TrimPrefix(n, "node") + ":8082/"
+			eventually(t, 10*time.Second, "the task's published port on "+n, func() error {
+				out, err := cluster("exec", "node1", "curl", "-sS", "--max-time", "2", url)
+				if err == nil && !strings.Contains(out, "service task") {
+					err = fmt.Errorf("answer %q", out)
+				}
+				return err
+			})
+		}
 		mustDocker(t, "node1", "service", "rm", svc)
 	})
 
