@@ -69,8 +69,12 @@ func (d *Driver) noPeersYet() {
 }
 
 // checkUnderlay refuses a swarm network whose MTU plus the encapsulation
-// does not fit this node's underlay: its full-size frames would be lost.
+// does not fit this node's underlay (its full-size frames would be lost),
+// and one with IPv6 (swarm's allocator hands drivers no IPv6 pools).
 func (d *Driver) checkUnderlay(cfg *NetworkConfig) error {
+	if cfg.VNI != 0 && len(cfg.IPv6) > 0 {
+		return fmt.Errorf("ournet swarm networks are IPv4 only for now: create the network without --ipv6")
+	}
 	if cfg.VNI == 0 || d.vxlan == nil || !d.st.Cluster.Self.IsValid() {
 		return nil
 	}

@@ -159,6 +159,13 @@ func TestSwarmNetworkRefusals(t *testing.T) {
 	if h.links.get(DefaultBridgeName(netA)) != nil {
 		t.Fatal("bridge left after a failed CreateNetwork")
 	}
+	// IPv6 on a swarm network.
+	v6 := createRequest("v6", map[string]interface{}{cluster.OptVNI: "4099", cluster.OptMTU: "1450"})
+	v6.IPv4Data = []*network.IPAMData{{Pool: "172.30.8.0/24", Gateway: "172.30.8.1/24"}}
+	v6.IPv6Data = []*network.IPAMData{{Pool: "fd00:8::/64", Gateway: "fd00:8::1/64"}}
+	if err := h.d.CreateNetwork(v6); err == nil || !strings.Contains(err.Error(), "IPv4 only") {
+		t.Fatalf("IPv6 swarm network: %v", err)
+	}
 	// The short name is a local driver: no VNI through it.
 	req := createRequest(netB, map[string]interface{}{cluster.OptVNI: "4096"})
 	req.IPv4Data = []*network.IPAMData{{Pool: "172.30.9.0/24", Gateway: "172.30.9.1/24"}}
