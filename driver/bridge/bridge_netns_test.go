@@ -27,15 +27,6 @@ func linksIn(t *testing.T, name string) (*Links, *netlink.Handle) {
 	return New(h), h
 }
 
-func mustLink(t *testing.T, h *netlink.Handle, name string) netlink.Link {
-	t.Helper()
-	l, err := h.LinkByName(name)
-	if err != nil {
-		t.Fatalf("link %s: %v", name, err)
-	}
-	return l
-}
-
 // addPlainVeth adds a link that is not ournet's (the kernel here may lack
 // the dummy module, veth is always there).
 func addPlainVeth(t *testing.T, h *netlink.Handle, name, peer string) {
@@ -69,7 +60,7 @@ func TestNetnsEnsureBridge(t *testing.T) {
 	if err != nil || !created {
 		t.Fatalf("EnsureBridge = %v, %v", created, err)
 	}
-	br := mustLink(t, h, "on-test")
+	br := netnstest.Link(t, h, "on-test")
 	if br.Type() != "bridge" || br.Attrs().MTU != 1400 || br.Attrs().Flags&net.FlagUp == 0 {
 		t.Errorf("bridge: type %s MTU %d flags %v, want an up bridge with MTU 1400", br.Type(), br.Attrs().MTU, br.Attrs().Flags)
 	}
@@ -89,7 +80,7 @@ func TestNetnsEnsureBridge(t *testing.T) {
 	if err != nil || created {
 		t.Fatalf("second EnsureBridge = %v, %v, want false, nil", created, err)
 	}
-	br2 := mustLink(t, h, "on-test")
+	br2 := netnstest.Link(t, h, "on-test")
 	if br2.Attrs().Index != br.Attrs().Index || br2.Attrs().MTU != 1450 {
 		t.Errorf("second call: index %d->%d, MTU %d", br.Attrs().Index, br2.Attrs().Index, br2.Attrs().MTU)
 	}
@@ -101,7 +92,7 @@ func TestNetnsEnsureBridge(t *testing.T) {
 	if _, err := links.EnsureBridge("on-plain", 0, nil); err != nil {
 		t.Fatal(err)
 	}
-	if mtu := mustLink(t, h, "on-plain").Attrs().MTU; mtu != 1500 {
+	if mtu := netnstest.Link(t, h, "on-plain").Attrs().MTU; mtu != 1500 {
 		t.Errorf("default MTU %d", mtu)
 	}
 }
@@ -113,7 +104,7 @@ func TestNetnsEnsureBridgeRefusesOtherLink(t *testing.T) {
 	if err == nil || created || !strings.Contains(err.Error(), "not a bridge") || !strings.Contains(err.Error(), "veth") {
 		t.Fatalf("EnsureBridge over a veth = %v, %v", created, err)
 	}
-	l := mustLink(t, h, "on-other")
+	l := netnstest.Link(t, h, "on-other")
 	if l.Type() != "veth" || len(addrsOf(t, h, l, netlink.FAMILY_V4)) != 0 || l.Attrs().Flags&net.FlagUp != 0 {
 		t.Errorf("the other link was changed: %s %v", l.Type(), l.Attrs().Flags)
 	}
@@ -128,8 +119,8 @@ func TestNetnsAddVeth(t *testing.T) {
 	if err := links.AddVeth("onv0001", "onc0001", "on-test", 0, mac, false); err != nil {
 		t.Fatal(err)
 	}
-	br := mustLink(t, h, "on-test")
-	host := mustLink(t, h, "onv0001")
+	br := netnstest.Link(t, h, "on-test")
+	host := netnstest.Link(t, h, "onv0001")
 	if host.Attrs().MasterIndex != br.Attrs().Index {
 		t.Errorf("host end master %d, want the bridge %d", host.Attrs().MasterIndex, br.Attrs().Index)
 	}
@@ -146,7 +137,7 @@ func TestNetnsAddVeth(t *testing.T) {
 	if !pi.Hairpin || pi.Isolated {
 		t.Errorf("port flags %v, want hairpin (a container reaches its own published port) and not isolated", pi)
 	}
-	peer := mustLink(t, h, "onc0001")
+	peer := netnstest.Link(t, h, "onc0001")
 	if peer.Type() != "veth" || peer.Attrs().HardwareAddr.String() != mac.String() || peer.Attrs().MTU != 1400 {
 		t.Errorf("peer: type %s MAC %s MTU %d", peer.Type(), peer.Attrs().HardwareAddr, peer.Attrs().MTU)
 	}
@@ -155,10 +146,10 @@ func TestNetnsAddVeth(t *testing.T) {
 	if err := links.AddVeth("onv0002", "onc0002", "on-test", 1300, nil, true); err != nil {
 		t.Fatal(err)
 	}
-	if mtu := mustLink(t, h, "onc0002").Attrs().MTU; mtu != 1300 {
+	if mtu := netnstest.Link(t, h, "onc0002").Attrs().MTU; mtu != 1300 {
 		t.Errorf("peer MTU %d, want 1300", mtu)
 	}
-	if pi, err := h.LinkGetProtinfo(mustLink(t, h, "onv0002")); err != nil || !pi.Hairpin || !pi.Isolated {
+	if pi, err := h.LinkGetProtinfo(netnstest.Link(t, h, "onv0002")); err != nil || !pi.Hairpin || !pi.Isolated {
 		t.Errorf("icc=false port flags %v, %v, want hairpin and isolated", pi, err)
 	}
 
@@ -181,7 +172,7 @@ func TestNetnsEnsurePort(t *testing.T) {
 	if err := links.AddVeth("onv0001", "onc0001", "on-test", 0, nil, false); err != nil {
 		t.Fatal(err)
 	}
-	host := mustLink(t, h, "onv0001")
+	host := netnstest.Link(t, h, "onv0001")
 	if err := h.LinkSetNoMaster(host); err != nil {
 		t.Fatal(err)
 	}
@@ -192,8 +183,8 @@ func TestNetnsEnsurePort(t *testing.T) {
 	if err != nil || missing {
 		t.Fatalf("EnsurePort = %v, %v", missing, err)
 	}
-	host = mustLink(t, h, "onv0001")
-	if host.Attrs().MasterIndex != mustLink(t, h, "on-test").Attrs().Index || host.Attrs().Flags&net.FlagUp == 0 {
+	host = netnstest.Link(t, h, "onv0001")
+	if host.Attrs().MasterIndex != netnstest.Link(t, h, "on-test").Attrs().Index || host.Attrs().Flags&net.FlagUp == 0 {
 		t.Errorf("veth not re-attached and up: master %d flags %v", host.Attrs().MasterIndex, host.Attrs().Flags)
 	}
 	// Re-attaching to a re-created bridge resets the port flags: EnsurePort
@@ -208,7 +199,7 @@ func TestNetnsEnsurePort(t *testing.T) {
 		if missing, err := links.EnsurePort("onv0001", "on-test", isolated); err != nil || missing {
 			t.Fatalf("EnsurePort(isolated %v) = %v, %v", isolated, missing, err)
 		}
-		pi, err := h.LinkGetProtinfo(mustLink(t, h, "onv0001"))
+		pi, err := h.LinkGetProtinfo(netnstest.Link(t, h, "onv0001"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -220,7 +211,7 @@ func TestNetnsEnsurePort(t *testing.T) {
 	if _, err := links.EnsurePort("onv0001", "on-test", true); err != nil {
 		t.Fatal(err)
 	}
-	if pi, err := h.LinkGetProtinfo(mustLink(t, h, "onv0001")); err != nil || !pi.Isolated {
+	if pi, err := h.LinkGetProtinfo(netnstest.Link(t, h, "onv0001")); err != nil || !pi.Isolated {
 		t.Errorf("EnsurePort on an attached port: flags %v, %v, want isolated", pi, err)
 	}
 	missing, err = links.EnsurePort("onv0404", "on-test", false)
@@ -319,7 +310,7 @@ func TestNetnsBridgeMACIsStable(t *testing.T) {
 	}
 	check := func(when string) {
 		t.Helper()
-		if got := mustLink(t, h, br).Attrs().HardwareAddr; got.String() != want.String() {
+		if got := netnstest.Link(t, h, br).Attrs().HardwareAddr; got.String() != want.String() {
 			t.Fatalf("%s: bridge MAC %s, want %s", when, got, want)
 		}
 	}
@@ -353,7 +344,7 @@ func TestNetnsBridgeMACIsStable(t *testing.T) {
 	if _, err := l.EnsureBridge("on-aaaaaaaaaaaa", 1500, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := mustLink(t, h, "on-aaaaaaaaaaaa").Attrs().HardwareAddr; got.String() != StableMAC("on-aaaaaaaaaaaa").String() {
+	if got := netnstest.Link(t, h, "on-aaaaaaaaaaaa").Attrs().HardwareAddr; got.String() != StableMAC("on-aaaaaaaaaaaa").String() {
 		t.Fatalf("older bridge MAC %s, want %s", got, StableMAC("on-aaaaaaaaaaaa"))
 	}
 }

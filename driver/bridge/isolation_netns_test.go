@@ -46,7 +46,7 @@ func container(t *testing.T, h *netlink.Handle, peer, addr string) string {
 	ns := netnstest.New(t)
 	netnstest.MoveLink(t, h, peer, ns)
 	_, ch := linksIn(t, ns)
-	eth := mustLink(t, ch, peer)
+	eth := netnstest.Link(t, ch, peer)
 	ip, err := netlink.ParseAddr(addr)
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +54,7 @@ func container(t *testing.T, h *netlink.Handle, peer, addr string) string {
 	if err := ch.AddrAdd(eth, ip); err != nil {
 		t.Fatal(err)
 	}
-	for _, l := range []netlink.Link{eth, mustLink(t, ch, "lo")} {
+	for _, l := range []netlink.Link{eth, netnstest.Link(t, ch, "lo")} {
 		if err := ch.LinkSetUp(l); err != nil {
 			t.Fatal(err)
 		}

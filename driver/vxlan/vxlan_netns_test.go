@@ -140,7 +140,7 @@ func TestNetnsVXLANCarriesOneNetworkAcrossNodes(t *testing.T) {
 	if !resolved(t, a, strings.Split(gateway, "/")[0]) {
 		t.Fatal("node 1's container did not resolve its gateway")
 	}
-	neighs, err := b.h.NeighList(mustLink(t, b.h, testBridge).Attrs().Index, unix.AF_INET)
+	neighs, err := b.h.NeighList(netnstest.Link(t, b.h, testBridge).Attrs().Index, unix.AF_INET)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestNetnsVXLANCarriesOneNetworkAcrossNodes(t *testing.T) {
 		t.Fatalf("flood list %v (%v), want [%s]", got, err, third)
 	}
 	// The link detached, its MTU changed and its port down: all repaired.
-	vx := mustLink(t, a.h, testVXLAN)
+	vx := netnstest.Link(t, a.h, testVXLAN)
 	if err := a.h.LinkSetNoMaster(vx); err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestNetnsVXLANCarriesOneNetworkAcrossNodes(t *testing.T) {
 	if _, err := a.links.Ensure(s); err != nil {
 		t.Fatal(err)
 	}
-	if got := mustLink(t, a.h, testVXLAN).(*netlink.Vxlan).VxlanId; got != 5000 {
+	if got := netnstest.Link(t, a.h, testVXLAN).(*netlink.Vxlan).VxlanId; got != 5000 {
 		t.Fatalf("VNI %d after Ensure with 5000", got)
 	}
 	if err := a.links.Delete(testVXLAN); err != nil {
@@ -210,15 +210,6 @@ func TestNetnsVXLANRefusesOthersLinks(t *testing.T) {
 	if _, err := a.links.UnderlayMTU(netip.MustParseAddr("192.0.2.1")); err == nil {
 		t.Fatal("UnderlayMTU of an address this node does not have")
 	}
-}
-
-func mustLink(t *testing.T, h *netlink.Handle, name string) netlink.Link {
-	t.Helper()
-	l, err := h.LinkByName(name)
-	if err != nil {
-		t.Fatalf("link %s: %v", name, err)
-	}
-	return l
 }
 
 // resolved: the container's ARP entry for addr is complete.

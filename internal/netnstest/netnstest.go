@@ -145,6 +145,16 @@ func Handle(t testing.TB, name string) *netlink.Handle {
 	return h
 }
 
+// Link looks a link up through h and fails the test if it is missing.
+func Link(t testing.TB, h *netlink.Handle, name string) netlink.Link {
+	t.Helper()
+	l, err := h.LinkByName(name)
+	if err != nil {
+		t.Fatalf("link %s: %v", name, err)
+	}
+	return l
+}
+
 // MoveLink does the engine's part of Join: the link (a veth peer) goes into
 // the named namespace.
 func MoveLink(t testing.TB, h *netlink.Handle, link, ns string) {

@@ -84,6 +84,18 @@ func eventually(t *testing.T, within time.Duration, what string, f func() error)
 	return 0
 }
 
+// fromNode1 is a check for eventually: url, fetched with curl in node1's
+// namespaces (so across the underlay), answers with text containing want.
+func fromNode1(url, want string) func() error {
+	return func() error {
+		out, err := cluster("exec", "node1", "curl", "-sS", "--max-time", "2", url)
+		if err == nil && !strings.Contains(out, want) {
+			err = fmt.Errorf("answer %q", out)
+		}
+		return err
+	}
+}
+
 // ping sends one ping from a container to a name or address.
 func ping(node, ctr, to string) error {
 	_, err := docker(node, "exec", ctr, "ping", "-c", "1", "-W", "1", to)
@@ -180,13 +192,7 @@ func TestLab(t *testing.T) {
 			t.Errorf("the bridge %s of node2's network exists on node1 too", bridge)
 		}
 		// From node1, across the underlay, node2's address answers on the published port.
-		eventually(t, 10*time.Second, "published port at node2's address", func() error {
-			out, err := cluster("exec", "node1", "curl", "-sS", "--max-time", "2", "http://10.99.0.2:8080/")
-			if err == nil && !strings.Contains(out, "web on node2") {
-				err = fmt.Errorf("answer %q", out)
-			}
-			return err
-		})
+		eventually(t, 10*time.Second, "published port at node2's address", fromNode1("http://10.99.0.2:8080/", "web on node2"))
 	})
 
 	// Docker's own overlay network across the nodes: the lab's underlay,

@@ -123,13 +123,7 @@ func TestSwarmNetwork(t *testing.T) {
 			}
 		}
 		mustDocker(t, "node2", "run", "-d", "--name", ctr("pub"), "--network", net, "-p", "8081:80", image, "probe", "http-serve", ":80", "-text", "published on node2")
-		eventually(t, 10*time.Second, "published port at node2's address", func() error {
-			out, err := cluster("exec", "node1", "curl", "-sS", "--max-time", "2", "http://10.99.0.2:8081/")
-			if err == nil && !strings.Contains(out, "published on node2") {
-				err = fmt.Errorf("answer %q", out)
-			}
-			return err
-		})
+		eventually(t, 10*time.Second, "published port at node2's address", fromNode1("http://10.99.0.2:8081/", "published on node2"))
 	})
 
 	// A swarm service on the network: tasks on the nodes, found by name
@@ -169,13 +163,7 @@ func TestSwarmNetwork(t *testing.T) {
 		// --publish mode=host: each task's port on its own node's address.
 		for _, n := range strings.Fields(nodesOf) {
 			url := "http://10.99.0." + strings.TrimPrefix(n, "node") + ":8082/"
-			eventually(t, 10*time.Second, "the task's published port on "+n, func() error {
-				out, err := cluster("exec", "node1", "curl", "-sS", "--max-time", "2", url)
-				if err == nil && !strings.Contains(out, "service task") {
-					err = fmt.Errorf("answer %q", out)
-				}
-				return err
-			})
+			eventually(t, 10*time.Second, "the task's published port on "+n, fromNode1(url, "service task"))
 		}
 		mustDocker(t, "node1", "service", "rm", svc)
 	})
