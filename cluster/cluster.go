@@ -5,10 +5,13 @@
 package cluster
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
+	"time"
 )
 
 // Options the swarm allocator (AllocateNetwork on the leader) adds to a
@@ -17,7 +20,19 @@ import (
 const (
 	OptVNI = "ournet.vxlan.vni"
 	OptMTU = "ournet.vxlan.mtu"
+	// OptCheck ties the VNI to the network's ID (Check): swarm hands the
+	// allocator the user's -o options and the stored ones in one map, and
+	// a VNI copied from another network, or typed, must not pass as stored.
+	OptCheck = "ournet.vxlan.check"
 )
+
+// Check is the value of OptCheck for a network's VNI. It is not a secret:
+// it only tells a VNI ournet stored for this network ID from one given
+// with -o, before the network had an ID.
+func Check(networkID string, vni uint32) string {
+	sum := sha256.Sum256([]byte("ournet vxlan " + networkID + " " + strconv.FormatUint(uint64(vni), 10)))
+	return hex.EncodeToString(sum[:8])
+}
 
 // VNIs are 24 bits; like Docker's overlay, ournet starts at 4096 so the
 // numbers never look like VLAN IDs.
@@ -41,10 +56,19 @@ type State struct {
 	Self  netip.Addr        `json:"self,omitzero"`
 	Peers []netip.Addr      `json:"peers,omitempty"` // sorted, never Self
 	VNIs  map[string]uint32 `json:"vnis,omitempty"`  // network ID -> VNI
-	// Gone: nodes a DiscoverDelete removed, never adopted from traffic
-	// until a DiscoverNew brings them back.
-	Gone []netip.Addr `json:"gone,omitempty"`
+	// Adopted: peers no discovery event announced, taken from the engine's
+	// gossip (Adopt), with when they were last seen gossiping; they expire
+	// when no longer seen (Expire). A DiscoverNew makes them announced.
+	Adopted map[netip.Addr]time.Time `json:"adopted,omitempty"`
+	// Gone: nodes a DiscoverDelete removed, with when: not adopted again
+	// from gossip flows that have not timed out yet (Expire forgets them).
+	Gone map[netip.Addr]time.Time `json:"gone,omitempty"`
 }
+
+// ForgetAfter is how long an adopted peer stays without being seen, and how
+// long a departed node is not adopted again: the engines gossip every
+// second, and conntrack forgets their flows within minutes.
+const ForgetAfter = 10 * time.Minute
 
 // Allocate answers AllocateNetwork for a network: the VNI it already has
 // (a repeated call), the one swarm stored for it (stored != 0: a new leader
@@ -116,51 +140,85 @@ type Node struct {
 	Self bool       // this node
 }
 
-// Discover applies a DiscoverNew (joined) or DiscoverDelete event and
-// reports whether the state changed. A Self event sets this node's address;
-// it is never its own peer.
-func (s *State) Discover(n Node, joined bool) bool {
+// Discover applies a DiscoverNew (joined) or DiscoverDelete event at now
+// and reports whether the peers or this node's address changed. A Self
+// event sets this node's address; it is never its own peer.
+func (s *State) Discover(n Node, joined bool, now time.Time) bool {
 	if n.Self {
 		if !joined || n.Addr == s.Self {
 			return false // a node leaving itself keeps its address for its devices
 		}
 		s.Self = n.Addr
 		s.Peers = remove(s.Peers, n.Addr)
-		s.Gone = remove(s.Gone, n.Addr)
+		delete(s.Adopted, n.Addr)
+		delete(s.Gone, n.Addr)
 		return true
 	}
 	if n.Addr == s.Self {
 		return false
 	}
-	wasPeer, wasGone := contains(s.Peers, n.Addr), contains(s.Gone, n.Addr)
+	wasPeer := contains(s.Peers, n.Addr)
+	delete(s.Adopted, n.Addr) // announced now, or gone
 	if joined {
-		s.Gone = remove(s.Gone, n.Addr)
+		delete(s.Gone, n.Addr)
 		s.Peers = insert(s.Peers, n.Addr)
-		return wasGone || !wasPeer
+		return !wasPeer
 	}
 	s.Peers = remove(s.Peers, n.Addr)
-	s.Gone = insert(s.Gone, n.Addr)
-	return wasPeer || !wasGone
+	if s.Gone == nil {
+		s.Gone = map[netip.Addr]time.Time{}
+	}
+	s.Gone[n.Addr] = now
+	return wasPeer
 }
 
-// Adopt makes peers of nodes that sent this node tunnel traffic (their
-// VTEPs, learned by a VXLAN device) without this node having heard of them:
-// the engine replays no discovery events to a plugin enabled after the node
-// joined the swarm, while the other side may have heard of this node. A
-// node that left (DiscoverDelete) is not adopted again from entries that
-// have not yet aged out. It reports what it added.
-func (s *State) Adopt(vteps []netip.Addr) (added []netip.Addr) {
-	for _, v := range vteps {
+// Adopt makes peers of the nodes this node's engine gossips with (seen at
+// now) that no discovery event announced: the engine replays none to a
+// plugin enabled after the node joined the swarm. A node that left
+// (DiscoverDelete) within ForgetAfter is not adopted again. It reports what
+// it added; seeing an adopted peer again only renews it.
+func (s *State) Adopt(nodes []netip.Addr, now time.Time) (added []netip.Addr) {
+	for _, v := range nodes {
 		if !v.Is4() || v == s.Self || v.IsUnspecified() {
 			continue
 		}
-		if contains(s.Gone, v) || contains(s.Peers, v) {
+		if left, gone := s.Gone[v]; gone && now.Sub(left) < ForgetAfter {
 			continue
 		}
+		if _, adopted := s.Adopted[v]; adopted {
+			s.Adopted[v] = now
+			continue
+		}
+		if contains(s.Peers, v) {
+			continue // announced
+		}
+		if s.Adopted == nil {
+			s.Adopted = map[netip.Addr]time.Time{}
+		}
+		s.Adopted[v] = now
 		s.Peers = insert(s.Peers, v)
 		added = append(added, v)
 	}
 	return added
+}
+
+// Expire drops adopted peers not seen gossiping for ForgetAfter, and
+// forgets departures older than that. It reports the peers it dropped.
+func (s *State) Expire(now time.Time) (dropped []netip.Addr) {
+	for a, seen := range s.Adopted {
+		if now.Sub(seen) >= ForgetAfter {
+			delete(s.Adopted, a)
+			s.Peers = remove(s.Peers, a)
+			dropped = append(dropped, a)
+		}
+	}
+	for a, left := range s.Gone {
+		if now.Sub(left) >= ForgetAfter {
+			delete(s.Gone, a)
+		}
+	}
+	slices.SortFunc(dropped, netip.Addr.Compare)
+	return dropped
 }
 
 func contains(sorted []netip.Addr, a netip.Addr) bool {
@@ -192,8 +250,7 @@ const nodeDiscovery = 1
 // ParseDiscovery decodes a DiscoverNew/DiscoverDelete notification as the
 // engine sends it: {"DiscoveryType": 1, "DiscoveryData": {"Address": "10.0.0.2",
 // "BindAddress": "...", "Self": true}}. ok is false for other discovery
-// types, which ournet ignores. For this node the data-path (bind) address is
-// the tunnel's source when the engine gives one.
+// types, which ournet ignores.
 func ParseDiscovery(typ int, data any) (n Node, ok bool, err error) {
 	if typ != nodeDiscovery {
 		return Node{}, false, nil
@@ -209,15 +266,12 @@ func ParseDiscovery(typ int, data any) (n Node, ok bool, err error) {
 		}
 		n.Self = b
 	}
+	// Address is the node's data-path address (the tunnel endpoint), also
+	// for Self; BindAddress is where its engine listens for the control
+	// plane, not what peers send to.
 	addr, err := discoveryAddr(obj, "Address")
 	if err != nil {
 		return Node{}, false, err
-	}
-	if n.Self {
-		bind, err := discoveryAddr(obj, "BindAddress")
-		if err == nil && bind.IsValid() && !bind.IsUnspecified() {
-			addr = bind
-		}
 	}
 	if !addr.IsValid() {
 		return Node{}, false, fmt.Errorf("node discovery without an Address")

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestAllocateGivesLowestFreeAndRepeatsItself(t *testing.T) {
@@ -82,6 +83,7 @@ func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
 func TestDiscoverKeepsSortedPeersWithoutSelf(t *testing.T) {
 	var s State
+	now := time.Unix(1e9, 0)
 	steps := []struct {
 		n       Node
 		joined  bool
@@ -98,11 +100,11 @@ func TestDiscoverKeepsSortedPeersWithoutSelf(t *testing.T) {
 		{Node{addr("10.0.0.3"), false}, false, true, "10.0.0.2"},
 		{Node{addr("10.0.0.3"), false}, false, false, "10.0.0.2"},
 		// A node never seen leaves: remembered as gone, no peer change.
-		{Node{addr("10.0.0.9"), false}, false, true, "10.0.0.2"},
+		{Node{addr("10.0.0.9"), false}, false, false, "10.0.0.2"},
 		{Node{addr("10.0.0.1"), true}, false, false, "10.0.0.2"},
 	}
 	for i, st := range steps {
-		if got := s.Discover(st.n, st.joined); got != st.changed {
+		if got := s.Discover(st.n, st.joined, now); got != st.changed {
 			t.Fatalf("step %d: changed %v, want %v", i, got, st.changed)
 		}
 		var got []string
@@ -113,24 +115,48 @@ func TestDiscoverKeepsSortedPeersWithoutSelf(t *testing.T) {
 			t.Fatalf("step %d: peers %v, want %s", i, got, st.peers)
 		}
 	}
-	if s.Self != addr("10.0.0.1") {
-		t.Fatalf("self %s", s.Self)
+	if s.Self != addr("10.0.0.1") || len(s.Gone) != 2 {
+		t.Fatalf("self %s, gone %v", s.Self, s.Gone)
 	}
 }
 
-func TestAdoptLearnedVTEPs(t *testing.T) {
+func TestAdoptAndExpireGossipers(t *testing.T) {
+	t0 := time.Unix(1e9, 0)
 	s := State{Self: addr("10.0.0.1"), Peers: []netip.Addr{addr("10.0.0.2")}}
-	s.Discover(Node{addr("10.0.0.4"), false}, false) // left: its learned entries may linger
-	added := s.Adopt([]netip.Addr{addr("10.0.0.5"), addr("10.0.0.1"), addr("10.0.0.2"), addr("10.0.0.4"), addr("10.0.0.3"), addr("fd00::1")})
+	s.Discover(Node{addr("10.0.0.4"), false}, false, t0) // left: its flows may linger
+	added := s.Adopt([]netip.Addr{addr("10.0.0.5"), addr("10.0.0.1"), addr("10.0.0.2"), addr("10.0.0.4"), addr("10.0.0.3"), addr("fd00::1")}, t0)
 	if want := []netip.Addr{addr("10.0.0.5"), addr("10.0.0.3")}; !slices.Equal(added, want) {
 		t.Fatalf("adopted %v, want %v", added, want)
 	}
 	if want := []netip.Addr{addr("10.0.0.2"), addr("10.0.0.3"), addr("10.0.0.5")}; !slices.Equal(s.Peers, want) {
 		t.Fatalf("peers %v, want %v", s.Peers, want)
 	}
-	// Back with a DiscoverNew: a peer again, and adoptable later.
-	if !s.Discover(Node{addr("10.0.0.4"), false}, true) || !slices.Contains(s.Peers, addr("10.0.0.4")) || len(s.Gone) != 0 {
-		t.Fatalf("rejoined node: peers %v gone %v", s.Peers, s.Gone)
+	// 10.0.0.5 keeps gossiping, 10.0.0.3 stops; announced 10.0.0.2 never expires.
+	t1 := t0.Add(ForgetAfter / 2)
+	if again := s.Adopt([]netip.Addr{addr("10.0.0.5")}, t1); len(again) != 0 {
+		t.Fatalf("seen again counted as added: %v", again)
+	}
+	t2 := t0.Add(ForgetAfter)
+	if dropped := s.Expire(t2); !slices.Equal(dropped, []netip.Addr{addr("10.0.0.3")}) {
+		t.Fatalf("expired %v, want [10.0.0.3]", dropped)
+	}
+	if want := []netip.Addr{addr("10.0.0.2"), addr("10.0.0.5")}; !slices.Equal(s.Peers, want) {
+		t.Fatalf("peers after expiry %v, want %v", s.Peers, want)
+	}
+	// The departure is forgotten after ForgetAfter: 10.0.0.4 may be adopted again.
+	if added := s.Adopt([]netip.Addr{addr("10.0.0.4")}, t2); !slices.Equal(added, []netip.Addr{addr("10.0.0.4")}) {
+		t.Fatalf("after the departure expired: %v", added)
+	}
+	// An adopted peer announced by an event is no longer adopted: it never expires.
+	s.Discover(Node{addr("10.0.0.5"), false}, true, t2)
+	if dropped := s.Expire(t2.Add(10 * ForgetAfter)); slices.Contains(dropped, addr("10.0.0.5")) {
+		t.Fatal("an announced peer expired")
+	}
+}
+
+func TestCheckTiesVNIToNetwork(t *testing.T) {
+	if Check("a", 4096) == Check("b", 4096) || Check("a", 4096) == Check("a", 4097) || Check("a", 4096) != Check("a", 4096) {
+		t.Fatal("Check must depend on both the network and the VNI, and only on them")
 	}
 }
 
@@ -152,8 +178,9 @@ func TestParseDiscovery(t *testing.T) {
 	}{
 		{1, `{"Address":"10.99.0.2","BindAddress":"0.0.0.0","Self":false}`, Node{addr("10.99.0.2"), false}, true, ""},
 		{1, `{"Address":"10.99.0.1","BindAddress":"10.99.0.1","Self":true}`, Node{addr("10.99.0.1"), true}, true, ""},
-		// This node's data-path address is its tunnel source.
-		{1, `{"Address":"192.0.2.1","BindAddress":"10.1.0.1","Self":true}`, Node{addr("10.1.0.1"), true}, true, ""},
+		// Address is the data-path address, also for Self; BindAddress is the
+		// control plane's listen address.
+		{1, `{"Address":"192.0.2.1","BindAddress":"10.1.0.1","Self":true}`, Node{addr("192.0.2.1"), true}, true, ""},
 		{1, `{"Address":"10.99.0.3"}`, Node{addr("10.99.0.3"), false}, true, ""},
 		{1, `{"Address":"::ffff:10.99.0.3"}`, Node{addr("10.99.0.3"), false}, true, ""},
 		{2, `{"anything":1}`, Node{}, false, ""},
@@ -218,7 +245,7 @@ func FuzzParseDiscovery(f *testing.F) {
 			t.Fatalf("accepted address %s", n.Addr)
 		}
 		var s State
-		s.Discover(n, true)
+		s.Discover(n, true, time.Time{})
 		if slices.Contains(s.Peers, s.Self) && s.Self.IsValid() {
 			t.Fatal("self among peers")
 		}

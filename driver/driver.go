@@ -137,8 +137,11 @@ type Driver struct {
 	// since this plugin started; the others are forgotten by the heal loop
 	// once no container of theirs runs here (forgetIdleSwarmNetworks).
 	createdHere map[string]bool
-	gossip      GossipPeers // nil: peers from discovery events and tunnel traffic only
-	gossipAt    time.Time   // the last read of gossip peers
+	// idleSince: when a swarm network was first seen without a running
+	// container here (forgetIdleSwarmNetworks waits idleGrace).
+	idleSince map[string]time.Time
+	gossip    GossipPeers // nil: peers from discovery events only
+	gossipAt  time.Time   // the last read of gossip peers
 }
 
 // DefaultLockWait bounds how long a call waits for another change to finish,
@@ -173,7 +176,7 @@ type Config struct {
 func New(c Config) (*Driver, error) {
 	d := &Driver{log: c.Log, links: c.Links, fw: c.Firewall, sysctl: c.Sysctl, chooser: c.Chooser,
 		file: store.File{Path: c.StateFile, Version: StateVersion}, stateTrusted: true,
-		lockSlot: make(chan struct{}, 1), lockWait: c.LockWait, holdsToSync: map[string]bool{}, createdHere: map[string]bool{}}
+		lockSlot: make(chan struct{}, 1), lockWait: c.LockWait, holdsToSync: map[string]bool{}, createdHere: map[string]bool{}, idleSince: map[string]time.Time{}}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -415,13 +418,13 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (err error) {
 		return err
 	}
 	if cfg.VNI != 0 {
+		d.noPeersYet()
 		defer func() {
-			if err != nil {
+			if err != nil && d.vxlan != nil {
 				err = errors.Join(err, d.undone("remove VXLAN "+vxlanName(cfg.ID), d.vxlan.Delete(vxlanName(cfg.ID))))
 			}
 		}()
-		d.noPeersYet()
-		if _, err = d.ensureVXLAN(cfg); err != nil {
+		if _, err = d.ensureVXLAN(cfg); err != nil { // also without the VXLAN mechanism
 			return err
 		}
 	}
@@ -505,23 +508,30 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 		d.removeUnknownLink(DefaultBridgeName(req.NetworkID))
 		return nil
 	}
+	d.teardown(cfg)
+	d.saveOrRetry()
+	d.log.Info("network deleted", "network", shortID(req.NetworkID), "bridge", cfg.Bridge)
+	return nil
+}
+
+// teardown removes a network with its endpoints from the state and its
+// veths, rules, VXLAN device and bridge from the host; errors are logged
+// (the heal loop removes leftovers). The caller saves.
+func (d *Driver) teardown(cfg *NetworkConfig) {
 	for id, ep := range d.st.Endpoints {
-		if ep.NetworkID == req.NetworkID {
+		if ep.NetworkID == cfg.ID {
 			host, _ := vethNames(id)
 			d.logErr("remove veth of deleted network", d.links.DeleteLink(host), "veth", host)
 			d.unpublish(ep)
 			delete(d.st.Endpoints, id)
 		}
 	}
-	delete(d.st.Networks, req.NetworkID)
-	d.logErr("remove firewall rules", d.applyFirewall(context.Background()), "network", shortID(req.NetworkID))
+	delete(d.st.Networks, cfg.ID)
+	d.logErr("remove firewall rules", d.applyFirewall(context.Background()), "network", shortID(cfg.ID))
 	if cfg.VNI != 0 && d.vxlan != nil {
 		d.logErr("remove VXLAN", d.vxlan.Delete(vxlanName(cfg.ID)), "device", vxlanName(cfg.ID))
 	}
 	d.logErr("remove bridge", d.links.DeleteLink(cfg.Bridge), "bridge", cfg.Bridge)
-	d.saveOrRetry()
-	d.log.Info("network deleted", "network", shortID(req.NetworkID), "bridge", cfg.Bridge)
-	return nil
 }
 
 func (d *Driver) logErr(what string, err error, attrs ...any) {

@@ -166,13 +166,12 @@ type harness struct {
 type fakeVXLAN struct {
 	mu       sync.Mutex
 	devices  map[string]vxlan.Spec
-	learned  map[string][]netip.Addr
 	underlay int // MTU of the interface with the node's address; 0: unknown
 	failNext error
 }
 
 func newFakeVXLAN() *fakeVXLAN {
-	return &fakeVXLAN{devices: map[string]vxlan.Spec{}, learned: map[string][]netip.Addr{}, underlay: 1500}
+	return &fakeVXLAN{devices: map[string]vxlan.Spec{}, underlay: 1500}
 }
 
 func (f *fakeVXLAN) Ensure(s vxlan.Spec) (bool, error) {
@@ -193,12 +192,6 @@ func (f *fakeVXLAN) Delete(name string) error {
 	defer f.mu.Unlock()
 	delete(f.devices, name)
 	return nil
-}
-
-func (f *fakeVXLAN) Learned(name string) ([]netip.Addr, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.learned[name], nil
 }
 
 func (f *fakeVXLAN) UnderlayMTU(netip.Addr) (int, error) {
@@ -304,8 +297,12 @@ func newHarness(t *testing.T) *harness {
 func (h *harness) restart() {
 	h.t.Helper()
 	h.checker = &fakeChecker{up: map[string]bool{}}
+	var vx VXLANLinks // a nil *fakeVXLAN must stay a nil interface
+	if h.vxlan != nil {
+		vx = h.vxlan
+	}
 	d, err := New(Config{Log: quietLogger(), Links: h.links, Firewall: h.fw, Sysctl: h.sysctl.write,
-		Chooser: h.chooser, Reserver: h.holds, StateFile: h.stateFile, Flows: h.flows, VXLAN: h.vxlan, Gossip: h.gossip,
+		Chooser: h.chooser, Reserver: h.holds, StateFile: h.stateFile, Flows: h.flows, VXLAN: vx, Gossip: h.gossip,
 		Checker: func(changed func()) Checker { h.checker.changed = changed; return h.checker }})
 	if err != nil {
 		h.t.Fatalf("New: %v", err)

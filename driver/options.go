@@ -156,7 +156,7 @@ func optionString(v interface{}) string {
 }
 
 func (cfg *NetworkConfig) applyGeneric(generic map[string]string) error {
-	vxlanMTU := 0
+	vxlanMTU, vxlanCheck := 0, ""
 	// Resolve Docker aliases first; giving both names for one setting is ambiguous.
 	resolved := map[string]string{}
 	given := map[string]string{} // ournet name -> name the user typed
@@ -214,6 +214,8 @@ func (cfg *NetworkConfig) applyGeneric(generic map[string]string) error {
 				return &OptionError{typed, value, err.Error() + "; swarm's allocator sets it, use --scope swarm rather than giving it"}
 			}
 			cfg.VNI = vni
+		case cluster.OptCheck:
+			vxlanCheck = value
 		case cluster.OptMTU:
 			mtu, err := strconv.Atoi(value)
 			if err != nil || mtu < 1280 || mtu > 65535-cluster.VXLANOverhead {
@@ -233,8 +235,16 @@ func (cfg *NetworkConfig) applyGeneric(generic map[string]string) error {
 		}
 	}
 	switch {
-	case cfg.VNI == 0 && vxlanMTU != 0:
-		return &OptionError{given[cluster.OptMTU], resolved[cluster.OptMTU], "only swarm networks (with " + cluster.OptVNI + ") have it"}
+	case cfg.VNI == 0 && (vxlanMTU != 0 || vxlanCheck != ""):
+		name := cluster.OptMTU
+		if vxlanMTU == 0 {
+			name = cluster.OptCheck
+		}
+		return &OptionError{name, resolved[name], "only swarm networks (with " + cluster.OptVNI + ") have it"}
+	case cfg.VNI != 0 && vxlanCheck != cluster.Check(cfg.ID, cfg.VNI):
+		// Typed with -o, or copied from another network: a VNI another
+		// network may hold. Only the allocator's, for this network, counts.
+		return &OptionError{cluster.OptVNI, resolved[cluster.OptVNI], "ournet's swarm allocator sets it: create the network on a swarm manager with -d ournet/driver:latest --scope swarm, without " + cluster.OptVNI}
 	case vxlanMTU != 0:
 		// The allocator folded the user's MTU into it: the same on every node.
 		cfg.MTU = vxlanMTU

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Reconcile makes the host match the persisted state after a start: it
@@ -57,15 +58,16 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 }
 
 // forgetIdleSwarmNetworks drops the swarm networks the engine has not
-// created since this plugin started and that have no running container
-// here (no joined endpoint whose veth is in names). A node's engine creates
-// swarm networks lazily and forgets them when it restarts (the plugin
-// restarts with it, and the containers die): it would never delete them,
-// and creates them again when a container lands. When only the plugin
-// restarted, the engine removes a network with its last container itself.
-// It reports whether it dropped any; the caller saves and applies the
-// firewall.
-func (d *Driver) forgetIdleSwarmNetworks(names []string) bool {
+// created since this plugin started and that have had no running container
+// here (no joined endpoint whose veth is in names) for idleGrace. A node's
+// engine creates swarm networks lazily and forgets them when it restarts
+// (the plugin restarts with it, and the containers die): it would never
+// delete them, and creates them again when a container lands. When only the
+// plugin restarted, the engine removes such a network with its last
+// container itself; the grace covers a container between two starts (a
+// service task's restart delay, or CreateEndpoint before Join). It reports
+// whether it dropped any; the caller saves.
+func (d *Driver) forgetIdleSwarmNetworks(names []string, now time.Time) bool {
 	present := make(map[string]bool, len(names))
 	for _, name := range names {
 		present[name] = true
@@ -79,27 +81,29 @@ func (d *Driver) forgetIdleSwarmNetworks(names []string) bool {
 	dropped := false
 	for id, cfg := range d.st.Networks {
 		if cfg.VNI == 0 || running[id] || d.createdHere[id] {
+			delete(d.idleSince, id)
 			continue
 		}
-		for epID, ep := range d.st.Endpoints {
-			if ep.NetworkID == id {
-				host, _ := vethNames(epID)
-				d.logErr("remove veth", d.links.DeleteLink(host), "veth", host)
-				d.unpublish(ep)
-				delete(d.st.Endpoints, epID)
-			}
+		since, seen := d.idleSince[id]
+		if !seen {
+			d.idleSince[id] = now
+			continue
 		}
-		delete(d.st.Networks, id)
-		if d.vxlan != nil {
-			d.logErr("remove VXLAN", d.vxlan.Delete(vxlanName(id)), "device", vxlanName(id))
+		if now.Sub(since) < idleGrace {
+			continue
 		}
-		d.logErr("remove bridge", d.links.DeleteLink(cfg.Bridge), "bridge", cfg.Bridge)
-		d.log.Info("swarm network forgotten: no container of it runs here and the engine has not created it since ournet started (the engine restarted); it creates it again with the next container",
-			"network", shortID(id), "vni", cfg.VNI)
+		delete(d.idleSince, id)
+		d.teardown(cfg)
+		d.log.Info("swarm network forgotten: no container of it has run here since ournet started and the engine has not created it (the engine restarted); it creates it again with the next container",
+			"network", shortID(id), "vni", cfg.VNI, "idle", now.Sub(since).Round(time.Second))
 		dropped = true
 	}
 	return dropped
 }
+
+// idleGrace is how long a swarm network the engine may have forgotten stays
+// without a running container before forgetIdleSwarmNetworks drops it.
+const idleGrace = time.Minute
 
 // releaseVanished handles joined endpoints whose host-side veth is not in
 // names: their container died (while ournet was down, or the engine never
@@ -176,6 +180,7 @@ func (d *Driver) Heal(ctx context.Context) (bool, error) {
 	}
 	// A failure to heal links (a netlink dump that keeps being interrupted)
 	// must not stop the firewall from being checked and restored.
+	d.healGossip() // learning peers is not a repair
 	repaired, linkErr := d.healLinks()
 	fwRepaired, fwErr := d.healFirewall(ctx)
 	err := errors.Join(linkErr, fwErr)
@@ -237,10 +242,12 @@ func (d *Driver) healLinks() (bool, error) {
 	if err != nil {
 		return repaired, fmt.Errorf("list ournet veths: %w", err)
 	}
-	vanished := d.releaseVanished(names)
-	forgotten := d.stateTrusted && d.forgetIdleSwarmNetworks(names)
-	if vanished || forgotten {
-		d.logErr("remove the rules of vanished containers and forgotten networks", d.applyFirewall(context.Background()))
+	if d.releaseVanished(names) {
+		d.logErr("remove published ports of vanished containers", d.applyFirewall(context.Background()))
+		d.saveOrRetry()
+		repaired = true
+	}
+	if d.stateTrusted && d.forgetIdleSwarmNetworks(names, time.Now()) {
 		d.saveOrRetry()
 		repaired = true
 	}

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -20,7 +21,6 @@ import (
 // tests): one device per swarm network, a port of its bridge.
 type VXLANLinks interface {
 	Ensure(s vxlan.Spec) (changed bool, err error)
-	Learned(name string) ([]netip.Addr, error)
 	Delete(name string) error
 	UnderlayMTU(addr netip.Addr) (int, error)
 }
@@ -39,7 +39,7 @@ func vxlanName(networkID string) string { return vxlanPrefix + shortID(networkID
 func (d *Driver) vxlanSpec(cfg *NetworkConfig) vxlan.Spec {
 	return vxlan.Spec{
 		Name: vxlanName(cfg.ID), VNI: cfg.VNI, Port: d.vxlanPort, Local: d.st.Cluster.Self,
-		MTU: cfg.MTU, Bridge: cfg.Bridge, Peers: d.st.Cluster.Peers,
+		MTU: cfg.MTU, Bridge: cfg.Bridge, Peers: d.st.Cluster.Peers, Isolated: cfg.isolatedPorts(),
 	}
 }
 
@@ -59,21 +59,12 @@ func (d *Driver) ensureVXLAN(cfg *NetworkConfig) (bool, error) {
 // on the host, a fake in tests).
 type GossipPeers func(self netip.Addr) ([]netip.Addr, error)
 
-// noPeersYet: a swarm network created on a node that has heard of no other
-// node (a plugin enabled after the node joined the swarm) looks for them at
-// once instead of at the next heal.
-func (d *Driver) noPeersYet() {
-	if len(d.st.Cluster.Peers) == 0 {
-		d.adoptGossipers(true)
-	}
-}
-
 // checkUnderlay refuses a swarm network whose MTU plus the encapsulation
 // does not fit this node's underlay (its full-size frames would be lost),
 // and one with IPv6 (swarm's allocator hands drivers no IPv6 pools).
 func (d *Driver) checkUnderlay(cfg *NetworkConfig) error {
 	if cfg.VNI != 0 && len(cfg.IPv6) > 0 {
-		return fmt.Errorf("ournet swarm networks are IPv4 only for now: create the network without --ipv6")
+		return errSwarmIPv6
 	}
 	if cfg.VNI == 0 || d.vxlan == nil || !d.st.Cluster.Self.IsValid() {
 		return nil
@@ -105,12 +96,12 @@ func macFromEndpointID(id string) net.HardwareAddr {
 // network its VNI and fixes its MTU; swarm stores the returned options and
 // hands them to every node's CreateNetwork.
 func (d *Driver) AllocateNetwork(req *network.AllocateNetworkRequest) (*network.AllocateNetworkResponse, error) {
-	var cfg NetworkConfig
+	cfg := NetworkConfig{ID: req.NetworkID}
 	if err := cfg.applyGeneric(req.Options); err != nil {
 		return nil, err
 	}
 	if len(req.IPv6Data) > 0 {
-		return nil, fmt.Errorf("ournet swarm networks are IPv4 only for now: create the network without --ipv6")
+		return nil, errSwarmIPv6
 	}
 	if err := d.lockForChange("allocating network " + shortID(req.NetworkID)); err != nil {
 		return nil, err
@@ -120,9 +111,9 @@ func (d *Driver) AllocateNetwork(req *network.AllocateNetworkRequest) (*network.
 	if err != nil {
 		return nil, err
 	}
-	mtu := cfg.MTU // a stored ournet.vxlan.mtu, already final
+	mtu := cfg.MTU // a stored ournet.vxlan.mtu, already final, or the user's
 	if _, stored := req.Options[cluster.OptMTU]; !stored {
-		user, _ := strconv.Atoi(firstOf(req.Options, OptMTU, "com.docker.network.driver.mtu"))
+		user := cfg.MTU
 		underlay := 0
 		if d.vxlan != nil && d.st.Cluster.Self.IsValid() {
 			underlay, _ = d.vxlan.UnderlayMTU(d.st.Cluster.Self)
@@ -137,19 +128,13 @@ func (d *Driver) AllocateNetwork(req *network.AllocateNetworkRequest) (*network.
 	}
 	d.log.Info("swarm network allocated", "network", shortID(req.NetworkID), "vni", vni, "mtu", mtu)
 	return &network.AllocateNetworkResponse{Options: map[string]string{
-		cluster.OptVNI: strconv.FormatUint(uint64(vni), 10),
-		cluster.OptMTU: strconv.Itoa(mtu),
+		cluster.OptVNI:   strconv.FormatUint(uint64(vni), 10),
+		cluster.OptMTU:   strconv.Itoa(mtu),
+		cluster.OptCheck: cluster.Check(req.NetworkID, vni),
 	}}, nil
 }
 
-func firstOf(m map[string]string, keys ...string) string {
-	for _, k := range keys {
-		if v, ok := m[k]; ok {
-			return v
-		}
-	}
-	return ""
-}
+var errSwarmIPv6 = errors.New("ournet swarm networks are IPv4 only for now: create the network without --ipv6")
 
 // FreeNetwork releases a removed swarm network's VNI on the leader.
 func (d *Driver) FreeNetwork(req *network.FreeNetworkRequest) error {
@@ -188,77 +173,112 @@ func (d *Driver) discover(n *network.DiscoveryNotification, joined bool) error {
 		return err
 	}
 	defer d.unlock()
-	if !d.st.Cluster.Discover(node, joined) {
+	if !d.st.Cluster.Discover(node, joined, time.Now()) {
+		d.saveCluster() // a departure remembered, or an adopted peer now announced
 		return nil
 	}
 	d.log.Info("swarm node "+map[bool]string{true: "joined", false: "left"}[joined], "address", node.Addr, "self", node.Self, "peers", len(d.st.Cluster.Peers))
-	d.saveOrRetry()
+	d.peersChanged()
+	return nil
+}
+
+// saveCluster saves a change of the cluster state that no engine call asked
+// for (node events, gossip). While the state is untrusted (a corrupt file
+// was moved aside) it stays in memory: saving would make the empty network
+// state trusted, and a restart would then remove running containers' links
+// and rules as leftovers. The next change an engine call makes saves it.
+func (d *Driver) saveCluster() {
+	if d.stateTrusted {
+		d.saveOrRetry()
+	}
+}
+
+// peersChanged saves and makes every swarm network's device flood to the
+// peers now known.
+func (d *Driver) peersChanged() {
+	d.saveCluster()
 	for _, cfg := range d.st.Networks {
 		if _, err := d.ensureVXLAN(cfg); err != nil {
 			d.log.Error("updating the VXLAN device failed; the heal loop retries", "network", shortID(cfg.ID), "error", err)
 		}
 	}
-	return nil
 }
 
 // gossipEvery bounds how often the heal loop reads the conntrack table for
-// gossiping nodes (a dump of the whole table).
+// gossiping nodes (a dump of the whole table, done outside the lock).
 const gossipEvery = 30 * time.Second
 
-// adoptGossipers makes peers of the nodes this node's engine gossips with
-// (cluster/gossip), at most every gossipEvery unless no peer is known: the
-// engine never replays its node events to a plugin enabled after the node
-// joined the swarm. Callers have a swarm network; this node's address must
-// be known.
-func (d *Driver) adoptGossipers(force bool) bool {
-	if d.gossip == nil || !d.st.Cluster.Self.IsValid() {
-		return false
-	}
-	if !force && len(d.st.Cluster.Peers) > 0 && time.Since(d.gossipAt) < gossipEvery {
-		return false
+// gossipSoon is the shortest pause between two reads when a swarm network
+// is created on a node that knows no other node.
+const gossipSoon = 5 * time.Second
+
+// noPeersYet: a swarm network created on a node that has heard of no other
+// node (a plugin enabled after the node joined the swarm) looks for them at
+// once (under the lock: one dump, at most every gossipSoon) instead of at
+// the next heal.
+func (d *Driver) noPeersYet() {
+	if d.gossip == nil || len(d.st.Cluster.Peers) > 0 || !d.st.Cluster.Self.IsValid() || time.Since(d.gossipAt) < gossipSoon {
+		return
 	}
 	d.gossipAt = time.Now()
 	nodes, err := d.gossip(d.st.Cluster.Self)
 	if err != nil {
 		d.log.Warn("reading the engine's gossip peers from conntrack failed", "error", err)
-		return false
+		return
 	}
-	return d.adopt(nodes, "gossip")
+	if added := d.st.Cluster.Adopt(nodes, time.Now()); len(added) > 0 {
+		d.log.Info("swarm nodes adopted as peers from the engine's gossip (no discovery event reached this plugin for them)", "nodes", added)
+		d.saveCluster()
+	}
+}
+
+// healGossip reads, every gossipEvery and outside the lock, the nodes this
+// node's engine gossips with (cluster/gossip): it adopts those no discovery
+// event announced (the engine replays none to a plugin enabled after the
+// node joined the swarm) and drops adopted ones no longer seen. Only with a
+// swarm network and a known address.
+func (d *Driver) healGossip() {
+	if d.gossip == nil {
+		return
+	}
+	if err := d.lock("checking swarm peers"); err != nil {
+		return
+	}
+	self := d.st.Cluster.Self
+	due := self.IsValid() && slices.ContainsFunc(slices.Collect(maps.Values(d.st.Networks)), isSwarm) && time.Since(d.gossipAt) >= gossipEvery
+	if due {
+		d.gossipAt = time.Now()
+	}
+	d.unlock()
+	if !due {
+		return
+	}
+	nodes, err := d.gossip(self)
+	if err != nil {
+		d.log.Warn("reading the engine's gossip peers from conntrack failed", "error", err)
+		return
+	}
+	if err := d.lock("adopting swarm peers"); err != nil {
+		return
+	}
+	defer d.unlock()
+	now := time.Now()
+	added := d.st.Cluster.Adopt(nodes, now)
+	dropped := d.st.Cluster.Expire(now)
+	if len(added) > 0 {
+		d.log.Info("swarm nodes adopted as peers from the engine's gossip (no discovery event reached this plugin for them)", "nodes", added)
+	}
+	if len(dropped) > 0 {
+		d.log.Info("adopted swarm nodes no longer seen gossiping; flooding to them stops", "nodes", dropped, "after", cluster.ForgetAfter)
+	}
+	d.peersChanged() // also saves renewed sightings
 }
 
 func isSwarm(cfg *NetworkConfig) bool { return cfg.VNI != 0 }
 
-// adopt adds nodes as peers (cluster.State.Adopt) and saves.
-func (d *Driver) adopt(nodes []netip.Addr, from string) bool {
-	added := d.st.Cluster.Adopt(nodes)
-	if len(added) == 0 {
-		return false
-	}
-	d.log.Info("swarm nodes adopted as peers (no discovery event reached this plugin for them)", "from", from, "nodes", added)
-	d.saveOrRetry()
-	return true
-}
-
 // healVXLAN makes every swarm network's device match the plan again (a
-// deleted device, a lost flood entry, a changed MTU), after adopting as
-// peers the nodes whose traffic the devices learned or whose engines gossip
-// with this one but no discovery event announced here.
+// deleted device, a lost flood entry, a changed MTU or isolation).
 func (d *Driver) healVXLAN() (repaired bool) {
-	var learned []netip.Addr
-	for _, cfg := range d.st.Networks {
-		if cfg.VNI == 0 || d.vxlan == nil {
-			continue
-		}
-		vteps, err := d.vxlan.Learned(vxlanName(cfg.ID))
-		if err == nil {
-			learned = append(learned, vteps...)
-		}
-	}
-	slices.SortFunc(learned, netip.Addr.Compare)
-	repaired = d.adopt(slices.Compact(learned), "tunnel traffic")
-	if slices.ContainsFunc(slices.Collect(maps.Values(d.st.Networks)), isSwarm) && d.adoptGossipers(false) {
-		repaired = true
-	}
 	for _, cfg := range d.st.Networks {
 		changed, err := d.ensureVXLAN(cfg)
 		if err != nil {

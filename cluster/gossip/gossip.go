@@ -21,27 +21,37 @@ import (
 const Port = 7946
 
 // Flow is the part of a conntrack entry that matters here: the original
-// direction's addresses and ports, and its protocol.
+// direction's addresses and ports, its protocol, and for TCP its state.
 type Flow struct {
 	Proto            uint8
 	Src, Dst         netip.Addr
 	SrcPort, DstPort uint16
+	TCPState         uint8 // conntrack's TCP state (TCP_CONNTRACK_*)
 }
 
-// Peers is the other ends of the gossip flows self (this node's address) has:
-// TCP or UDP to port 7946 (memberlist sends its UDP from 7946 to 7946 and
-// opens TCP to 7946), either way, sorted, without self.
+// tcpEstablished is TCP_CONNTRACK_ESTABLISHED: the states from it on
+// (FIN_WAIT, CLOSE_WAIT, TIME_WAIT, ...) mean the peer answered a handshake.
+const tcpEstablished = 3
+
+// Peers is the other ends of self's (this node's address) gossip flows,
+// sorted: UDP from port 7946 to port 7946 (memberlist's probes and gossip;
+// a scanner's packets come from other ports), and TCP to port 7946, either
+// way, once the peer has completed a handshake (memberlist's state
+// exchanges; a SYN alone proves nothing).
 func Peers(flows []Flow, self netip.Addr) []netip.Addr {
 	var out []netip.Addr
 	for _, f := range flows {
-		if f.Proto != unix.IPPROTO_UDP && f.Proto != unix.IPPROTO_TCP {
+		switch {
+		case f.Proto == unix.IPPROTO_UDP && f.SrcPort == Port && f.DstPort == Port:
+		case f.Proto == unix.IPPROTO_TCP && f.DstPort == Port && f.TCPState >= tcpEstablished:
+		default:
 			continue
 		}
 		var other netip.Addr
-		switch {
-		case f.Src == self && f.DstPort == Port:
+		switch self {
+		case f.Src:
 			other = f.Dst
-		case f.Dst == self && f.DstPort == Port:
+		case f.Dst:
 			other = f.Src
 		default:
 			continue
@@ -80,8 +90,12 @@ func (t Table) Peers(self netip.Addr) ([]netip.Addr, error) {
 		if !ok1 || !ok2 {
 			continue
 		}
-		flows = append(flows, Flow{Proto: e.Forward.Protocol, Src: src.Unmap(), Dst: dst.Unmap(),
-			SrcPort: e.Forward.SrcPort, DstPort: e.Forward.DstPort})
+		f := Flow{Proto: e.Forward.Protocol, Src: src.Unmap(), Dst: dst.Unmap(),
+			SrcPort: e.Forward.SrcPort, DstPort: e.Forward.DstPort}
+		if tcp, ok := e.ProtoInfo.(*netlink.ProtoInfoTCP); ok {
+			f.TCPState = tcp.State
+		}
+		flows = append(flows, f)
 	}
 	return Peers(flows, self), nil
 }

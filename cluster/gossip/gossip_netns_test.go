@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/ournet/ournet/internal/netnstest"
 )
@@ -37,6 +38,12 @@ func TestNetnsPeersFromConntrack(t *testing.T) {
 		// Not gossip: another port.
 		if _, err := c.WriteToUDP([]byte("x"), &net.UDPAddr{IP: net.IPv4(10, 98, 0, 3), Port: 53}); err != nil {
 			t.Fatal(err)
+		}
+	})
+	// Not gossip either: a TCP SYN nobody answers.
+	netnstest.Do(t, n1, func() {
+		if c, err := net.DialTimeout("tcp4", "10.98.0.4:7946", 100*time.Millisecond); err == nil {
+			c.Close()
 		}
 	})
 	got, err := table.Peers(self)

@@ -26,6 +26,9 @@ type Spec struct {
 	MTU    int
 	Bridge string       // the network's bridge, whose port the device becomes
 	Peers  []netip.Addr // other nodes' underlay addresses: the flood list
+	// Isolated: an isolated bridge port, as the network's veths are with
+	// icc off, so they cannot reach other nodes' containers either.
+	Isolated bool
 }
 
 // Links applies VXLAN devices in one network namespace.
@@ -90,6 +93,14 @@ func (l *Links) Ensure(s Spec) (changed bool, err error) {
 	// Setting it again is idempotent and cheap.
 	if err := l.h.LinkSetBrNeighSuppress(link, true); err != nil {
 		return changed, fmt.Errorf("neigh_suppress on VXLAN %s: %w", s.Name, err)
+	}
+	if isolated, err := l.isolated(link); err != nil {
+		return changed, err
+	} else if isolated != s.Isolated {
+		if err := l.h.LinkSetIsolated(link, s.Isolated); err != nil {
+			return changed, fmt.Errorf("isolated=%v on VXLAN %s: %w", s.Isolated, s.Name, err)
+		}
+		changed = true
 	}
 	if attrs.Flags&net.FlagUp == 0 {
 		if err := l.h.LinkSetUp(link); err != nil {
@@ -164,28 +175,13 @@ func (l *Links) flood(link netlink.Link) ([]netip.Addr, error) {
 	return slices.Compact(out), nil
 }
 
-// Learned lists the tunnel endpoints (other nodes' underlay addresses) the
-// device has learned remote MACs behind: the nodes that sent it traffic.
-func (l *Links) Learned(name string) ([]netip.Addr, error) {
-	link, err := l.h.LinkByName(name)
+// isolated reads the device's bridge-port isolation flag.
+func (l *Links) isolated(link netlink.Link) (bool, error) {
+	protinfo, err := l.h.LinkGetProtinfo(link)
 	if err != nil {
-		return nil, err
+		return false, fmt.Errorf("bridge port flags of %s: %w", link.Attrs().Name, err)
 	}
-	entries, err := l.h.NeighList(link.Attrs().Index, unix.AF_BRIDGE)
-	if err != nil {
-		return nil, fmt.Errorf("list FDB of %s: %w", name, err)
-	}
-	var out []netip.Addr
-	for _, e := range entries {
-		if e.LinkIndex != link.Attrs().Index || e.IP == nil || slices.Equal(e.HardwareAddr, zeroMAC) || e.State&netlink.NUD_PERMANENT != 0 {
-			continue
-		}
-		if a, ok := netip.AddrFromSlice(e.IP); ok {
-			out = append(out, a.Unmap())
-		}
-	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return slices.Compact(out), nil
+	return protinfo.Isolated, nil
 }
 
 // setFlood adds the missing peers' entries and removes the others.
