@@ -103,7 +103,7 @@ func (d *Driver) forgetIdleSwarmNetworks(names []string, now time.Time) bool {
 
 // idleGrace is how long a swarm network the engine may have forgotten stays
 // without a running container before forgetIdleSwarmNetworks drops it.
-const idleGrace = time.Minute
+const idleGrace = 30 * time.Second
 
 // releaseVanished handles joined endpoints whose host-side veth is not in
 // names: their container died (while ournet was down, or the engine never

@@ -340,7 +340,9 @@ func TestSwarmNetwork(t *testing.T) {
 			})
 		}
 		for _, n := range nodes {
-			eventually(t, 20*time.Second, n+" without ournet links", func() error {
+			// A node whose engine restarted (node1, the killed leader) forgot
+			// the networks: its ournet drops them after idleGrace (30 s).
+			eventually(t, 60*time.Second, n+" without ournet links", func() error {
 				out, err := cluster("exec", n, "ip", "-o", "link", "show")
 				if err != nil {
 					return err
