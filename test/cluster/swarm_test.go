@@ -134,7 +134,8 @@ func TestSwarmNetwork(t *testing.T) {
 			"--publish", "mode=host,target=80,published=8082", "--replicas", "3", image, "probe", "http-serve", ":80", "-text", "service task")
 		t.Cleanup(func() { docker("node1", "service", "rm", svc) })
 		var answers []string
-		eventually(t, 60*time.Second, "three tasks behind the service name", func() error {
+		// Tasks wait in Preparing while the engine tries the (absent) registry.
+		eventually(t, 120*time.Second, "three tasks behind the service name", func() error {
 			out, err := docker("node1", "exec", ctr("node1"), "nslookup", svc)
 			if err != nil {
 				return err
