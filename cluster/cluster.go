@@ -62,7 +62,7 @@ type State struct {
 	Adopted map[netip.Addr]time.Time `json:"adopted,omitempty"`
 	// Gone: nodes a DiscoverDelete removed, with when: not adopted again
 	// from gossip flows that have not timed out yet (Expire forgets them).
-	Gone map[netip.Addr]time.Time `json:"gone,omitempty"`
+	Gone map[netip.Addr]time.Time `json:"left,omitempty"`
 }
 
 // ForgetAfter is how long an adopted peer stays without being seen, and how
@@ -172,25 +172,30 @@ func (s *State) Discover(n Node, joined bool, now time.Time) bool {
 	return wasPeer
 }
 
-// Adopt makes peers of the nodes this node's engine gossips with (seen at
-// now) that no discovery event announced: the engine replays none to a
-// plugin enabled after the node joined the swarm. A node that left
+// Sightings are the nodes this node's engine gossips with (cluster/gossip):
+// Proven ones completed a TCP handshake with it; Seen ones (all of them)
+// include nodes only seen in UDP probes, which a forged packet could fake.
+type Sightings struct {
+	Proven, Seen []netip.Addr
+}
+
+// Adopt makes peers of the proven gossipers no discovery event announced
+// (the engine replays none to a plugin enabled after the node joined the
+// swarm), and renews the adopted peers seen at now. A node that left
 // (DiscoverDelete) within ForgetAfter is not adopted again. It reports what
-// it added; seeing an adopted peer again only renews it.
-func (s *State) Adopt(nodes []netip.Addr, now time.Time) (added []netip.Addr) {
-	for _, v := range nodes {
-		if !v.Is4() || v == s.Self || v.IsUnspecified() {
+// it added.
+func (s *State) Adopt(sight Sightings, now time.Time) (added []netip.Addr) {
+	for _, v := range sight.Seen {
+		if _, adopted := s.Adopted[v]; adopted {
+			s.Adopted[v] = now
+		}
+	}
+	for _, v := range sight.Proven {
+		if !v.Is4() || v == s.Self || v.IsUnspecified() || contains(s.Peers, v) {
 			continue
 		}
 		if left, gone := s.Gone[v]; gone && now.Sub(left) < ForgetAfter {
 			continue
-		}
-		if _, adopted := s.Adopted[v]; adopted {
-			s.Adopted[v] = now
-			continue
-		}
-		if contains(s.Peers, v) {
-			continue // announced
 		}
 		if s.Adopted == nil {
 			s.Adopted = map[netip.Addr]time.Time{}

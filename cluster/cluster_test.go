@@ -124,16 +124,18 @@ func TestAdoptAndExpireGossipers(t *testing.T) {
 	t0 := time.Unix(1e9, 0)
 	s := State{Self: addr("10.0.0.1"), Peers: []netip.Addr{addr("10.0.0.2")}}
 	s.Discover(Node{addr("10.0.0.4"), false}, false, t0) // left: its flows may linger
-	added := s.Adopt([]netip.Addr{addr("10.0.0.5"), addr("10.0.0.1"), addr("10.0.0.2"), addr("10.0.0.4"), addr("10.0.0.3"), addr("fd00::1")}, t0)
+	proven := []netip.Addr{addr("10.0.0.5"), addr("10.0.0.1"), addr("10.0.0.2"), addr("10.0.0.4"), addr("10.0.0.3"), addr("fd00::1")}
+	// Seen in UDP only: never adopted (a forged probe could fake it).
+	added := s.Adopt(Sightings{Proven: proven, Seen: append([]netip.Addr{addr("10.0.0.6")}, proven...)}, t0)
 	if want := []netip.Addr{addr("10.0.0.5"), addr("10.0.0.3")}; !slices.Equal(added, want) {
 		t.Fatalf("adopted %v, want %v", added, want)
 	}
 	if want := []netip.Addr{addr("10.0.0.2"), addr("10.0.0.3"), addr("10.0.0.5")}; !slices.Equal(s.Peers, want) {
 		t.Fatalf("peers %v, want %v", s.Peers, want)
 	}
-	// 10.0.0.5 keeps gossiping, 10.0.0.3 stops; announced 10.0.0.2 never expires.
+	// 10.0.0.5 keeps probing (UDP renews), 10.0.0.3 stops; announced 10.0.0.2 never expires.
 	t1 := t0.Add(ForgetAfter / 2)
-	if again := s.Adopt([]netip.Addr{addr("10.0.0.5")}, t1); len(again) != 0 {
+	if again := s.Adopt(Sightings{Seen: []netip.Addr{addr("10.0.0.5")}}, t1); len(again) != 0 {
 		t.Fatalf("seen again counted as added: %v", again)
 	}
 	t2 := t0.Add(ForgetAfter)
@@ -144,7 +146,7 @@ func TestAdoptAndExpireGossipers(t *testing.T) {
 		t.Fatalf("peers after expiry %v, want %v", s.Peers, want)
 	}
 	// The departure is forgotten after ForgetAfter: 10.0.0.4 may be adopted again.
-	if added := s.Adopt([]netip.Addr{addr("10.0.0.4")}, t2); !slices.Equal(added, []netip.Addr{addr("10.0.0.4")}) {
+	if added := s.Adopt(Sightings{Proven: []netip.Addr{addr("10.0.0.4")}}, t2); !slices.Equal(added, []netip.Addr{addr("10.0.0.4")}) {
 		t.Fatalf("after the departure expired: %v", added)
 	}
 	// An adopted peer announced by an event is no longer adopted: it never expires.

@@ -87,9 +87,10 @@ type state struct {
 
 // StateVersion is the format of networks.json this build writes: 2 stores
 // runs of published ports as one entry (PortList); 3 adds target groups
-// (Endpoint.LB), which an older ournet would silently drop; 4 adds swarm
-// networks (NetworkConfig.VNI, the cluster state). 1 to 3 still read.
-const StateVersion = 4
+// (Endpoint.LB), which an older ournet would silently drop; 5 adds swarm
+// networks (NetworkConfig.VNI, the cluster state; 4 was a development
+// format of it). 1 to 4 still read.
+const StateVersion = 5
 
 // Driver implements network.Driver.
 type Driver struct {
@@ -527,6 +528,8 @@ func (d *Driver) teardown(cfg *NetworkConfig) {
 		}
 	}
 	delete(d.st.Networks, cfg.ID)
+	delete(d.createdHere, cfg.ID)
+	delete(d.idleSince, cfg.ID)
 	d.logErr("remove firewall rules", d.applyFirewall(context.Background()), "network", shortID(cfg.ID))
 	if cfg.VNI != 0 && d.vxlan != nil {
 		d.logErr("remove VXLAN", d.vxlan.Delete(vxlanName(cfg.ID)), "device", vxlanName(cfg.ID))

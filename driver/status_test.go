@@ -60,7 +60,7 @@ func TestStatusDocument(t *testing.T) {
 	got, _ := json.MarshalIndent(st, "", "  ")
 	var want bytes.Buffer
 	json.Indent(&want, []byte(`{
- "format": 1, "version": "", "state_version": 4,
+ "format": 1, "version": "", "state_version": 5,
  "state": {"trusted": true, "unsaved": false},
  "networks": [{"id": "`+netA+`", "bridge": "on-aaaaaaaaaaaa",
    "subnets": [{"subnet": "172.30.1.0/24", "gateway": "172.30.1.1"}],

@@ -57,7 +57,7 @@ func (d *Driver) ensureVXLAN(cfg *NetworkConfig) (bool, error) {
 
 // GossipPeers lists the nodes this node's engine gossips with (cluster/gossip
 // on the host, a fake in tests).
-type GossipPeers func(self netip.Addr) ([]netip.Addr, error)
+type GossipPeers func(self netip.Addr) (cluster.Sightings, error)
 
 // checkUnderlay refuses a swarm network whose MTU plus the encapsulation
 // does not fit this node's underlay (its full-size frames would be lost),
@@ -123,7 +123,7 @@ func (d *Driver) AllocateNetwork(req *network.AllocateNetworkRequest) (*network.
 			d.log.Warn("the network's MTU is lowered to fit the underlay with VXLAN", "network", shortID(req.NetworkID), "asked", user, "mtu", mtu)
 		}
 	}
-	if err := d.save(); err != nil {
+	if err := d.saveAllocation(); err != nil {
 		return nil, err
 	}
 	d.log.Info("swarm network allocated", "network", shortID(req.NetworkID), "vni", vni, "mtu", mtu)
@@ -143,7 +143,7 @@ func (d *Driver) FreeNetwork(req *network.FreeNetworkRequest) error {
 	}
 	defer d.unlock()
 	if d.st.Cluster.Free(req.NetworkID) {
-		d.saveOrRetry()
+		d.saveCluster()
 		d.log.Info("swarm network freed", "network", shortID(req.NetworkID))
 	}
 	return nil
@@ -193,6 +193,16 @@ func (d *Driver) saveCluster() {
 	}
 }
 
+// saveAllocation saves a VNI the leader gave. While the state is untrusted
+// it refuses: the allocation must survive a crash (a leader's plugin gets
+// no restore pass), and saving would make the empty network state trusted.
+func (d *Driver) saveAllocation() error {
+	if !d.stateTrusted {
+		return fmt.Errorf("ournet's network state on this manager is untrusted (networks.json was unreadable and moved aside; see the plugin's log): it allocates no swarm network until a local change saves a fresh state, or make another manager the leader")
+	}
+	return d.save()
+}
+
 // peersChanged saves and makes every swarm network's device flood to the
 // peers now known.
 func (d *Driver) peersChanged() {
@@ -221,12 +231,12 @@ func (d *Driver) noPeersYet() {
 		return
 	}
 	d.gossipAt = time.Now()
-	nodes, err := d.gossip(d.st.Cluster.Self)
+	sight, err := d.gossip(d.st.Cluster.Self)
 	if err != nil {
 		d.log.Warn("reading the engine's gossip peers from conntrack failed", "error", err)
 		return
 	}
-	if added := d.st.Cluster.Adopt(nodes, time.Now()); len(added) > 0 {
+	if added := d.st.Cluster.Adopt(sight, time.Now()); len(added) > 0 {
 		d.log.Info("swarm nodes adopted as peers from the engine's gossip (no discovery event reached this plugin for them)", "nodes", added)
 		d.saveCluster()
 	}
@@ -253,7 +263,7 @@ func (d *Driver) healGossip() {
 	if !due {
 		return
 	}
-	nodes, err := d.gossip(self)
+	sight, err := d.gossip(self)
 	if err != nil {
 		d.log.Warn("reading the engine's gossip peers from conntrack failed", "error", err)
 		return
@@ -263,7 +273,7 @@ func (d *Driver) healGossip() {
 	}
 	defer d.unlock()
 	now := time.Now()
-	added := d.st.Cluster.Adopt(nodes, now)
+	added := d.st.Cluster.Adopt(sight, now)
 	dropped := d.st.Cluster.Expire(now)
 	if len(added) > 0 {
 		d.log.Info("swarm nodes adopted as peers from the engine's gossip (no discovery event reached this plugin for them)", "nodes", added)
@@ -271,7 +281,9 @@ func (d *Driver) healGossip() {
 	if len(dropped) > 0 {
 		d.log.Info("adopted swarm nodes no longer seen gossiping; flooding to them stops", "nodes", dropped, "after", cluster.ForgetAfter)
 	}
-	d.peersChanged() // also saves renewed sightings
+	if len(added)+len(dropped) > 0 {
+		d.peersChanged() // renewed sightings alone are not worth a save
+	}
 }
 
 func isSwarm(cfg *NetworkConfig) bool { return cfg.VNI != 0 }

@@ -315,12 +315,13 @@ func TestGossipersBecomePeers(t *testing.T) {
 	h := newHarness(t)
 	var calls int
 	gossipers := peers("10.99.0.2", "10.99.0.3")
-	h.gossip = func(self netip.Addr) ([]netip.Addr, error) {
+	h.gossip = func(self netip.Addr) (cluster.Sightings, error) {
 		calls++
 		if self != netip.MustParseAddr("10.99.0.1") {
 			t.Errorf("gossip asked for %s", self)
 		}
-		return gossipers, nil
+		// 10.99.0.9 only probes over UDP: never adopted.
+		return cluster.Sightings{Proven: gossipers, Seen: append(peers("10.99.0.9"), gossipers...)}, nil
 	}
 	h.restart()
 	h.d.DiscoverNew(nodeEvent("10.99.0.1", true))
@@ -363,6 +364,10 @@ func TestDiscoveryDoesNotEndQuarantine(t *testing.T) {
 	h.d.DiscoverNew(nodeEvent("10.99.0.2", false))
 	if h.d.stateTrusted || len(h.d.st.Cluster.Peers) != 1 {
 		t.Fatalf("trusted %v, peers %v", h.d.stateTrusted, h.d.st.Cluster.Peers)
+	}
+	// Nor does a leader's allocation: it must be saved, so it is refused.
+	if _, err := h.d.AllocateNetwork(&network.AllocateNetworkRequest{NetworkID: netA}); err == nil || !strings.Contains(err.Error(), "untrusted") || h.d.stateTrusted {
+		t.Fatalf("AllocateNetwork while untrusted: %v (trusted %v)", err, h.d.stateTrusted)
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/ournet/ournet/cluster"
 )
 
 // Port is the engine's gossip port (fixed in Docker).
@@ -26,24 +28,42 @@ type Flow struct {
 	Proto            uint8
 	Src, Dst         netip.Addr
 	SrcPort, DstPort uint16
-	TCPState         uint8 // conntrack's TCP state (TCP_CONNTRACK_*)
+	TCPState         uint8  // conntrack's TCP state (TCP_CONNTRACK_*)
+	Timeout          uint32 // seconds left
 }
 
-// tcpEstablished is TCP_CONNTRACK_ESTABLISHED: the states from it on
-// (FIN_WAIT, CLOSE_WAIT, TIME_WAIT, ...) mean the peer answered a handshake.
-const tcpEstablished = 3
+// udpUnreplied is conntrack's timeout for a UDP flow without a reply, or
+// with replies for under two seconds (nf_conntrack_udp_timeout, 30 s); one
+// answered longer gets the stream timeout (nf_conntrack_udp_timeout_stream,
+// 120 s or more) and each packet renews it. A flow with more time left than
+// this has been answered: a forged packet cannot do that.
+const udpUnreplied = 30
 
-// Peers is the other ends of self's (this node's address) gossip flows,
-// sorted: UDP from port 7946 to port 7946 (memberlist's probes and gossip;
-// a scanner's packets come from other ports), and TCP to port 7946, either
-// way, once the peer has completed a handshake (memberlist's state
-// exchanges; a SYN alone proves nothing).
-func Peers(flows []Flow, self netip.Addr) []netip.Addr {
-	var out []netip.Addr
+// Conntrack's TCP states from ESTABLISHED (3) to TIME_WAIT (7): the peer
+// completed a handshake. CLOSE (8) is also where a SYN answered by a reset
+// ends; SYN_SENT2 (9) is a simultaneous open.
+const (
+	tcpEstablished = 3
+	tcpTimeWait    = 7
+)
+
+// Peers sorts self's (this node's address) gossip flows into sightings,
+// each list sorted and without self:
+//   - Proven: the other ends of UDP flows from port 7946 to port 7946 that
+//     have been answered for a while (memberlist's probes, every second;
+//     see udpUnreplied) and of completed TCP connections to port 7946,
+//     either way (its state exchanges, every 30 s). Forged packets can do
+//     neither.
+//   - Seen: those, plus any other UDP flow from port 7946 to port 7946.
+func Peers(flows []Flow, self netip.Addr) cluster.Sightings {
+	var out cluster.Sightings
 	for _, f := range flows {
+		proven := false
 		switch {
 		case f.Proto == unix.IPPROTO_UDP && f.SrcPort == Port && f.DstPort == Port:
-		case f.Proto == unix.IPPROTO_TCP && f.DstPort == Port && f.TCPState >= tcpEstablished:
+			proven = f.Timeout > udpUnreplied
+		case f.Proto == unix.IPPROTO_TCP && f.DstPort == Port && f.TCPState >= tcpEstablished && f.TCPState <= tcpTimeWait:
+			proven = true
 		default:
 			continue
 		}
@@ -56,12 +76,19 @@ func Peers(flows []Flow, self netip.Addr) []netip.Addr {
 		default:
 			continue
 		}
-		if other.Is4() && other != self && !other.IsLoopback() && !other.IsUnspecified() {
-			out = append(out, other)
+		if !other.Is4() || other == self || other.IsLoopback() || other.IsUnspecified() {
+			continue
+		}
+		out.Seen = append(out.Seen, other)
+		if proven {
+			out.Proven = append(out.Proven, other)
 		}
 	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return slices.Compact(out)
+	for _, l := range []*[]netip.Addr{&out.Proven, &out.Seen} {
+		slices.SortFunc(*l, netip.Addr.Compare)
+		*l = slices.Compact(*l)
+	}
+	return out
 }
 
 // Table reads IPv4 conntrack entries through a netlink handle.
@@ -69,19 +96,19 @@ type Table struct {
 	Handle *netlink.Handle // nil: the current namespace
 }
 
-// Peers lists the nodes self gossips with now.
-func (t Table) Peers(self netip.Addr) ([]netip.Addr, error) {
+// Peers reads the nodes self gossips with now.
+func (t Table) Peers(self netip.Addr) (cluster.Sightings, error) {
 	h := t.Handle
 	if h == nil {
 		var err error
 		if h, err = netlink.NewHandle(); err != nil {
-			return nil, err
+			return cluster.Sightings{}, err
 		}
 		defer h.Close()
 	}
 	entries, err := h.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, fmt.Errorf("list conntrack entries: %w", err)
+		return cluster.Sightings{}, fmt.Errorf("list conntrack entries: %w", err)
 	}
 	flows := make([]Flow, 0, len(entries))
 	for _, e := range entries {
@@ -91,7 +118,7 @@ func (t Table) Peers(self netip.Addr) ([]netip.Addr, error) {
 			continue
 		}
 		f := Flow{Proto: e.Forward.Protocol, Src: src.Unmap(), Dst: dst.Unmap(),
-			SrcPort: e.Forward.SrcPort, DstPort: e.Forward.DstPort}
+			SrcPort: e.Forward.SrcPort, DstPort: e.Forward.DstPort, Timeout: e.TimeOut}
 		if tcp, ok := e.ProtoInfo.(*netlink.ProtoInfoTCP); ok {
 			f.TCPState = tcp.State
 		}

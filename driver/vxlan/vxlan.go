@@ -158,7 +158,13 @@ func (l *Links) Flood(name string) ([]netip.Addr, error) {
 }
 
 func (l *Links) flood(link netlink.Link) ([]netip.Addr, error) {
-	entries, err := l.h.NeighList(link.Attrs().Index, unix.AF_BRIDGE)
+	var entries []netlink.Neigh
+	var err error
+	for range dumpAttempts {
+		if entries, err = l.h.NeighList(link.Attrs().Index, unix.AF_BRIDGE); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list FDB of %s: %w", link.Attrs().Name, err)
 	}
@@ -176,13 +182,24 @@ func (l *Links) flood(link netlink.Link) ([]netip.Addr, error) {
 }
 
 // isolated reads the device's bridge-port isolation flag.
+// LinkGetProtinfo dumps every link's bridge-port flags; a dump interrupted
+// by links changing meanwhile (containers starting) is tried again.
 func (l *Links) isolated(link netlink.Link) (bool, error) {
-	protinfo, err := l.h.LinkGetProtinfo(link)
-	if err != nil {
-		return false, fmt.Errorf("bridge port flags of %s: %w", link.Attrs().Name, err)
+	var err error
+	for range dumpAttempts {
+		var protinfo netlink.Protinfo
+		if protinfo, err = l.h.LinkGetProtinfo(link); err == nil {
+			return protinfo.Isolated, nil
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
 	}
-	return protinfo.Isolated, nil
+	return false, fmt.Errorf("bridge port flags of %s: %w", link.Attrs().Name, err)
 }
+
+// dumpAttempts bounds the retries of an interrupted netlink dump.
+const dumpAttempts = 5
 
 // setFlood adds the missing peers' entries and removes the others.
 func (l *Links) setFlood(link netlink.Link, peers []netip.Addr) (bool, error) {
