@@ -4,10 +4,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"net/netip"
-	"slices"
 	"strconv"
 	"time"
 
@@ -231,15 +229,29 @@ func (d *Driver) noPeersYet() {
 		return
 	}
 	d.gossipAt = time.Now()
-	sight, err := d.gossip(d.st.Cluster.Self)
-	if err != nil {
-		d.log.Warn("reading the engine's gossip peers from conntrack failed", "error", err)
-		return
-	}
-	if added := d.st.Cluster.Adopt(sight, time.Now()); len(added) > 0 {
-		d.log.Info("swarm nodes adopted as peers from the engine's gossip (no discovery event reached this plugin for them)", "nodes", added)
+	if sight, ok := d.readGossip(d.st.Cluster.Self); ok && len(d.adopt(sight, time.Now())) > 0 {
 		d.saveCluster()
 	}
+}
+
+// readGossip reads the nodes self gossips with; a failure is logged.
+func (d *Driver) readGossip(self netip.Addr) (cluster.Sightings, bool) {
+	sight, err := d.gossip(self)
+	if err != nil {
+		d.log.Warn("reading the engine's gossip peers from conntrack failed", "error", err)
+		return cluster.Sightings{}, false
+	}
+	return sight, true
+}
+
+// adopt makes peers of the sighted nodes (cluster.State.Adopt) and logs
+// those it added.
+func (d *Driver) adopt(sight cluster.Sightings, now time.Time) []netip.Addr {
+	added := d.st.Cluster.Adopt(sight, now)
+	if len(added) > 0 {
+		d.log.Info("swarm nodes adopted as peers from the engine's gossip (no discovery event reached this plugin for them)", "nodes", added)
+	}
+	return added
 }
 
 // healGossip reads, every gossipEvery and outside the lock, the nodes this
@@ -255,7 +267,7 @@ func (d *Driver) healGossip() {
 		return
 	}
 	self := d.st.Cluster.Self
-	due := self.IsValid() && slices.ContainsFunc(slices.Collect(maps.Values(d.st.Networks)), isSwarm) && time.Since(d.gossipAt) >= gossipEvery
+	due := self.IsValid() && d.hasSwarmNetwork() && time.Since(d.gossipAt) >= gossipEvery
 	if due {
 		d.gossipAt = time.Now()
 	}
@@ -263,9 +275,8 @@ func (d *Driver) healGossip() {
 	if !due {
 		return
 	}
-	sight, err := d.gossip(self)
-	if err != nil {
-		d.log.Warn("reading the engine's gossip peers from conntrack failed", "error", err)
+	sight, ok := d.readGossip(self)
+	if !ok {
 		return
 	}
 	if err := d.lock("adopting swarm peers"); err != nil {
@@ -273,11 +284,8 @@ func (d *Driver) healGossip() {
 	}
 	defer d.unlock()
 	now := time.Now()
-	added := d.st.Cluster.Adopt(sight, now)
+	added := d.adopt(sight, now)
 	dropped := d.st.Cluster.Expire(now)
-	if len(added) > 0 {
-		d.log.Info("swarm nodes adopted as peers from the engine's gossip (no discovery event reached this plugin for them)", "nodes", added)
-	}
 	if len(dropped) > 0 {
 		d.log.Info("adopted swarm nodes no longer seen gossiping; flooding to them stops", "nodes", dropped, "after", cluster.ForgetAfter)
 	}
@@ -286,7 +294,14 @@ func (d *Driver) healGossip() {
 	}
 }
 
-func isSwarm(cfg *NetworkConfig) bool { return cfg.VNI != 0 }
+func (d *Driver) hasSwarmNetwork() bool {
+	for _, cfg := range d.st.Networks {
+		if cfg.VNI != 0 {
+			return true
+		}
+	}
+	return false
+}
 
 // healVXLAN makes every swarm network's device match the plan again (a
 // deleted device, a lost flood entry, a changed MTU or isolation).

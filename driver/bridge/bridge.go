@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/ournet/ournet/internal/nldump"
 )
 
 // Links applies link changes in one network namespace.
@@ -30,24 +32,6 @@ type dumper interface {
 // New uses the handle's namespace; netlink.NewHandle() is the host's.
 // A handle bound to a namespace keeps a long-running daemon off ns.Do.
 func New(h *netlink.Handle) *Links { return &Links{h: h, dumps: h} }
-
-// dumpAttempts bounds the retries of an interrupted dump.
-const dumpAttempts = 5
-
-// retryDump runs a netlink dump again while the kernel reports it was
-// interrupted (the table changed during the dump: netlink v1.3 then returns
-// possibly inconsistent data with ErrDumpInterrupted). After the last attempt
-// the error stands: callers must not act on a partial list.
-func retryDump[T any](dump func() (T, error)) (T, error) {
-	var out T
-	var err error
-	for range dumpAttempts {
-		if out, err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return out, err
-		}
-	}
-	return out, fmt.Errorf("netlink dump interrupted %d times in a row (the host's links or routes keep changing): %w", dumpAttempts, err)
-}
 
 // EnsureBridge makes the bridge exist, up, with the MTU and exactly the
 // given gateway addresses added (other addresses are left alone).
@@ -229,7 +213,7 @@ func (l *Links) Exists(name string) (bool, error) {
 
 // Names lists the interfaces whose names start with one of the prefixes.
 func (l *Links) Names(prefixes ...string) ([]string, error) {
-	links, err := retryDump(l.dumps.LinkList)
+	links, err := nldump.Retry(l.dumps.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
@@ -247,7 +231,7 @@ func (l *Links) Names(prefixes ...string) ([]string, error) {
 
 // Routes lists the destinations of the namespace's routes, for IPAM to avoid.
 func (l *Links) Routes() ([]netip.Prefix, error) {
-	routes, err := retryDump(func() ([]netlink.Route, error) { return l.dumps.RouteList(nil, netlink.FAMILY_ALL) })
+	routes, err := nldump.Retry(func() ([]netlink.Route, error) { return l.dumps.RouteList(nil, netlink.FAMILY_ALL) })
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}

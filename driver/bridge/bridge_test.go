@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/ournet/ournet/internal/nldump"
 )
 
 // fakeDumper answers like netlink v1.3 when the table changes mid-dump: data
@@ -63,7 +65,7 @@ func TestDumpsRetryWhenInterrupted(t *testing.T) {
 	}{
 		{"clean", 0, false, 1},
 		{"interrupted twice", 2, false, 3},
-		{"always interrupted", 100, true, dumpAttempts},
+		{"always interrupted", 100, true, nldump.Attempts},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dumps := &fakeDumper{interrupted: tc.interrupted,

@@ -15,6 +15,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/ournet/ournet/internal/nldump"
 )
 
 // Spec is one network's VXLAN device on this node.
@@ -158,13 +160,7 @@ func (l *Links) Flood(name string) ([]netip.Addr, error) {
 }
 
 func (l *Links) flood(link netlink.Link) ([]netip.Addr, error) {
-	var entries []netlink.Neigh
-	var err error
-	for range dumpAttempts {
-		if entries, err = l.h.NeighList(link.Attrs().Index, unix.AF_BRIDGE); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	entries, err := nldump.Retry(func() ([]netlink.Neigh, error) { return l.h.NeighList(link.Attrs().Index, unix.AF_BRIDGE) })
 	if err != nil {
 		return nil, fmt.Errorf("list FDB of %s: %w", link.Attrs().Name, err)
 	}
@@ -181,25 +177,16 @@ func (l *Links) flood(link netlink.Link) ([]netip.Addr, error) {
 	return slices.Compact(out), nil
 }
 
-// isolated reads the device's bridge-port isolation flag.
-// LinkGetProtinfo dumps every link's bridge-port flags; a dump interrupted
-// by links changing meanwhile (containers starting) is tried again.
+// isolated reads the device's bridge-port isolation flag. LinkGetProtinfo
+// dumps every link's flags, so links changing meanwhile (containers
+// starting) interrupt it.
 func (l *Links) isolated(link netlink.Link) (bool, error) {
-	var err error
-	for range dumpAttempts {
-		var protinfo netlink.Protinfo
-		if protinfo, err = l.h.LinkGetProtinfo(link); err == nil {
-			return protinfo.Isolated, nil
-		}
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
+	protinfo, err := nldump.Retry(func() (netlink.Protinfo, error) { return l.h.LinkGetProtinfo(link) })
+	if err != nil {
+		return false, fmt.Errorf("bridge port flags of %s: %w", link.Attrs().Name, err)
 	}
-	return false, fmt.Errorf("bridge port flags of %s: %w", link.Attrs().Name, err)
+	return protinfo.Isolated, nil
 }
-
-// dumpAttempts bounds the retries of an interrupted netlink dump.
-const dumpAttempts = 5
 
 // setFlood adds the missing peers' entries and removes the others.
 func (l *Links) setFlood(link netlink.Link, peers []netip.Addr) (bool, error) {
