@@ -119,10 +119,12 @@ func TestNetnsTargetGroup(t *testing.T) {
 		apply(Group{Backends: []Member{group[0], group[0], group[1], group[0], group[2]}})
 		inTurn("weights 3/1/1", []string{"m1", "m1", "m2", "m1", "m3"}, 100)
 
-		// UDP: each new flow (a new source port) is one turn.
+		// UDP: each new flow (a new source port) is one turn. The ports are
+		// chosen: an ephemeral port drawn twice in 30 tries (about 1.5% of
+		// runs) would be one flow, and one turn, for two dials.
 		counts := map[string]int{}
-		for range 30 {
-			counts[strings.Fields(dialUDP(t, client, "172.30.0.10:53") + " none")[0]]++
+		for i := range 30 {
+			counts[strings.Fields(dialUDPFrom(t, client, 40000+i, "172.30.0.10:53") + " none")[0]]++
 		}
 		if counts["m1"] != 18 || counts["m2"] != 6 || counts["m3"] != 6 {
 			t.Errorf("30 UDP flows at 3/1/1: got %v, want m1:18 m2:6 m3:6", counts)

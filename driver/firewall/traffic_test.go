@@ -45,9 +45,17 @@ func serveUDP(t *testing.T, ns, addr, name string) {
 }
 
 // dialUDP sends a few datagrams (one may be lost) and returns the first answer, or "".
-func dialUDP(t *testing.T, ns, addr string) string {
+func dialUDP(t *testing.T, ns, addr string) string { return dialUDPFrom(t, ns, 0, addr) }
+
+// dialUDPFrom is dialUDP from a given local port (0: any). A test that
+// counts flows must not let the kernel hand out the same ephemeral port
+// twice: the second flow would be the first one's conntrack entry again.
+func dialUDPFrom(t *testing.T, ns string, port int, addr string) string {
 	var c net.Conn
-	netnstest.Do(t, ns, func() { c, _ = net.Dial("udp4", addr) })
+	netnstest.Do(t, ns, func() {
+		d := net.Dialer{LocalAddr: &net.UDPAddr{Port: port}}
+		c, _ = d.Dial("udp4", addr)
+	})
 	if c == nil {
 		return ""
 	}
