@@ -58,7 +58,21 @@ func TestStressBigRangesRemovedTogether(t *testing.T) {
 		t.Fatalf("network still lists %s containers after rm -f", out)
 	}
 	start = time.Now()
-	docker(t, "network", "rm", n)
+	if out, err := cmd("docker", "network", "rm", n); err != nil {
+		// The engine, not the driver, refuses here: it counts a network's
+		// endpoints itself, and Docker 20.10 can lose count when many
+		// containers of one network go at once (moby/moby#42119; the
+		// driver's DeleteEndpoint calls all succeeded, or rm -f would have
+		// failed). Only an engine restart recounts ("Fixing inconsistent
+		// endpoint_cnt"); ournet's removal of the network is checked after it.
+		if !strings.Contains(out, "has active endpoints") {
+			t.Fatalf("docker network rm %s: %v\n%s", n, err, out)
+		}
+		t.Logf("the engine lost count of the network's endpoints (%s); restarting it to recount", out)
+		restartEngine(t, false)
+		start = time.Now()
+		docker(t, "network", "rm", n)
+	}
 	t.Logf("docker network rm took %v", time.Since(start))
 	raw, err := os.ReadFile("/var/lib/ournet/networks.json")
 	if err != nil {
