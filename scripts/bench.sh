@@ -3,10 +3,10 @@
 # Prepares what it needs like the e2e suite (engine, plugin, test image), then prints the IPAM
 # allocator benchmarks and one table of engine-level measurements with ratios.
 #
-#   ENGINE=debian|moby28|moby29|moby29nft scripts/bench.sh [faults|scale|lb]   (ROUNDS=5 pairs per row by default, 9 for scale)
+#   ENGINE=debian|moby28|moby29|moby29nft scripts/bench.sh [faults|scale|lb]   (ROUNDS=5 pairs per row by default, 21 for scale)
 #   With "faults": only the fault-injection table (make faults); it restarts the engine.
 #   With "scale": only the growth table (10,000 published ports, 200 containers and networks, 1,000
-#   endpoints for memory: about 20 minutes).
+#   endpoints for memory: about 30 minutes).
 #   With "lb": only the target-group table: a group of three members through its published frontend
 #   against nginx and HAProxy on the host (Debian's packages, installed here if missing, their own
 #   services left stopped) in front of the same members, then the plugin's CPU idle and with 20 groups
@@ -37,7 +37,7 @@ faults() {
 }
 scale() {
 	echo "== Growth: the cost of a change as more exists"
-	OURNET_ENGINE=$engine go run ./test/bench -scale -rounds "${ROUNDS:-9}"
+	OURNET_ENGINE=$engine go run ./test/bench -scale -rounds "${ROUNDS:-21}"
 }
 # nginx and HAProxy: the balancers the labs put in front; the bench runs its own instances of them
 # on 127.0.0.1 and never the packages' services.
