@@ -10,7 +10,6 @@ import (
 	"github.com/ournet/ournet/internal/netnstest"
 )
 
-// A node's conntrack table names the node it gossips with.
 // A node's conntrack table names the nodes it gossips with: a completed TCP
 // connection to port 7946 proves one, a UDP probe 7946->7946 is only seen,
 // a connection refused with a reset or a SYN nobody answers is nothing.
@@ -42,11 +41,18 @@ func TestNetnsPeersFromConntrack(t *testing.T) {
 	if got := netnstest.DialTCP(t, n1, "10.98.0.4:7946", time.Second); got != "" {
 		t.Fatalf("TCP to a closed port answered %q", got)
 	}
-	netnstest.Do(t, n1, func() {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 98, 0, 1), Port: Port})
-		if err != nil {
-			t.Fatal(err)
-		}
+	listen := func(ns string, ip net.IP) *net.UDPConn {
+		var c *net.UDPConn
+		netnstest.Do(t, ns, func() {
+			var err error
+			if c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: ip, Port: Port}); err != nil {
+				t.Fatal(err)
+			}
+		})
+		return c
+	}
+	func() {
+		c := listen(n1, net.IPv4(10, 98, 0, 1))
 		defer c.Close()
 		if _, err := c.WriteToUDP([]byte("ping"), &net.UDPAddr{IP: net.IPv4(10, 98, 0, 3), Port: Port}); err != nil {
 			t.Fatal(err)
@@ -55,24 +61,12 @@ func TestNetnsPeersFromConntrack(t *testing.T) {
 		if _, err := c.WriteToUDP([]byte("x"), &net.UDPAddr{IP: net.IPv4(10, 98, 0, 5), Port: 53}); err != nil {
 			t.Fatal(err)
 		}
-	})
+	}()
 	// Probes between 10.98.0.1:7946 and 10.98.0.6:7946, both ways, for
 	// over two seconds: conntrack gives the flow the stream timeout.
-	var peer *net.UDPConn
-	netnstest.Do(t, n2, func() {
-		var err error
-		if peer, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 98, 0, 6), Port: Port}); err != nil {
-			t.Fatal(err)
-		}
-	})
+	peer := listen(n2, net.IPv4(10, 98, 0, 6))
 	defer peer.Close()
-	var us *net.UDPConn
-	netnstest.Do(t, n1, func() {
-		var err error
-		if us, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 98, 0, 1), Port: Port}); err != nil {
-			t.Fatal(err)
-		}
-	})
+	us := listen(n1, net.IPv4(10, 98, 0, 1))
 	defer us.Close()
 	for range 3 {
 		us.WriteToUDP([]byte("probe"), &net.UDPAddr{IP: net.IPv4(10, 98, 0, 6), Port: Port})
