@@ -102,6 +102,7 @@ type Driver struct {
 	holds   Reserver
 	file    store.File
 	vxlan   VXLANLinks // nil: no swarm networks
+	fast    FastPath   // nil: swarm networks' bridged frames pass br_netfilter
 	// vxlanPort is the UDP port of every swarm network's tunnel.
 	vxlanPort uint16
 
@@ -164,6 +165,9 @@ type Config struct {
 	Checker func(changed func()) Checker
 	Flows   FlowCleaner // nil: UDP flows of removed members time out on their own
 	VXLAN   VXLANLinks  // nil: swarm networks are refused
+	// FastPath lets swarm networks' bridged frames skip br_netfilter; nil:
+	// they pass it (slower, otherwise the same).
+	FastPath FastPath
 	// VXLANPort: 0 is DefaultVXLANPort.
 	VXLANPort uint16
 	// Gossip lists the nodes the engine gossips with; nil: none.
@@ -185,7 +189,7 @@ func New(c Config) (*Driver, error) {
 		d.lockWait = DefaultLockWait
 	}
 	d.holds, d.chooser = withHolds(c.Reserver, c.Chooser)
-	d.vxlan, d.vxlanPort, d.gossip = c.VXLAN, c.VXLANPort, c.Gossip
+	d.vxlan, d.vxlanPort, d.gossip, d.fast = c.VXLAN, c.VXLANPort, c.Gossip, c.FastPath
 	if d.vxlanPort == 0 {
 		d.vxlanPort = DefaultVXLANPort
 	}
@@ -730,6 +734,9 @@ func (d *Driver) Join(req *network.JoinRequest) (_ *network.JoinResponse, err er
 	}
 	if err := d.links.AddVeth(host, peer, cfg.Bridge, cfg.MTU, mac, cfg.isolatedPorts()); err != nil {
 		return nil, err
+	}
+	if cfg.VNI != 0 {
+		d.ensureFast(host, false)
 	}
 	previousSandbox := ep.SandboxKey
 	defer func() {

@@ -159,7 +159,45 @@ type harness struct {
 	checker   *fakeChecker // the running driver's; a restart makes a new one
 	flows     *fakeFlows
 	vxlan     *fakeVXLAN
+	fast      *fakeFastPath
 	gossip    GossipPeers // nil: none
+}
+
+// fakeFastPath records the ports on the fast path (true: a tunnel);
+// failNext makes the next Ensure fail.
+type fakeFastPath struct {
+	mu       sync.Mutex
+	ports    map[string]bool
+	failNext error
+}
+
+func (f *fakeFastPath) Ensure(dev string, tunnel bool) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.failNext; err != nil {
+		f.failNext = nil
+		return false, err
+	}
+	if had, ok := f.ports[dev]; ok && had == tunnel {
+		return false, nil
+	}
+	f.ports[dev] = tunnel
+	return true, nil
+}
+
+// port: whether dev is on the fast path, and as a tunnel.
+func (f *fakeFastPath) port(dev string) (on, tunnel bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	tunnel, on = f.ports[dev]
+	return on, tunnel
+}
+
+// drop takes dev off the fast path, as deleting its clsact qdisc would.
+func (f *fakeFastPath) drop(dev string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.ports, dev)
 }
 
 // fakeVXLAN records the devices as Ensure last made them.
@@ -287,6 +325,7 @@ func newHarness(t *testing.T) *harness {
 		stateFile: filepath.Join(t.TempDir(), "networks.json"),
 		flows:     &fakeFlows{},
 		vxlan:     newFakeVXLAN(),
+		fast:      &fakeFastPath{ports: map[string]bool{}},
 	}
 	h.restart()
 	return h
@@ -301,8 +340,12 @@ func (h *harness) restart() {
 	if h.vxlan != nil {
 		vx = h.vxlan
 	}
+	var fast FastPath
+	if h.fast != nil {
+		fast = h.fast
+	}
 	d, err := New(Config{Log: quietLogger(), Links: h.links, Firewall: h.fw, Sysctl: h.sysctl.write,
-		Chooser: h.chooser, Reserver: h.holds, StateFile: h.stateFile, Flows: h.flows, VXLAN: vx, Gossip: h.gossip,
+		Chooser: h.chooser, Reserver: h.holds, StateFile: h.stateFile, Flows: h.flows, VXLAN: vx, FastPath: fast, Gossip: h.gossip,
 		Checker: func(changed func()) Checker { h.checker.changed = changed; return h.checker }})
 	if err != nil {
 		h.t.Fatalf("New: %v", err)

@@ -68,10 +68,7 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 // service task's restart delay, or CreateEndpoint before Join). It reports
 // whether it dropped any; the caller saves.
 func (d *Driver) forgetIdleSwarmNetworks(names []string, now time.Time) bool {
-	present := make(map[string]bool, len(names))
-	for _, name := range names {
-		present[name] = true
-	}
+	present := nameSet(names)
 	running := map[string]bool{}
 	for _, ep := range d.st.Endpoints {
 		if host, _ := vethNames(ep.ID); ep.Joined && present[host] {
@@ -242,6 +239,9 @@ func (d *Driver) healLinks() (bool, error) {
 	if err != nil {
 		return repaired, fmt.Errorf("list ournet veths: %w", err)
 	}
+	if d.healFastPath(nameSet(names)) {
+		repaired = true
+	}
 	if d.releaseVanished(names) {
 		d.logErr("remove published ports of vanished containers", d.applyFirewall(context.Background()))
 		d.saveOrRetry()
@@ -272,10 +272,21 @@ func (d *Driver) restoreNetwork(id string, cfg *NetworkConfig) {
 		missing, err := d.links.EnsurePort(host, cfg.Bridge, cfg.isolatedPorts())
 		if err != nil {
 			d.log.Error("re-attaching veth failed", "veth", host, "error", err)
+		} else if !missing && cfg.VNI != 0 {
+			d.ensureFast(host, false)
 		} else if missing {
 			// The container went away while we were down: releaseVanished
 			// frees its ports; Leave/DeleteEndpoint, if they come, the rest.
 			d.log.Warn("veth of a joined endpoint is gone", "veth", host, "endpoint", shortID(ep.ID))
 		}
 	}
+}
+
+// nameSet: the interface names as a set.
+func nameSet(names []string) map[string]bool {
+	set := make(map[string]bool, len(names))
+	for _, name := range names {
+		set[name] = true
+	}
+	return set
 }

@@ -23,6 +23,13 @@ type VXLANLinks interface {
 	UnderlayMTU(addr netip.Addr) (int, error)
 }
 
+// FastPath lets the frames a swarm network's bridge forwards between its
+// ports skip br_netfilter (driver/fastpath on the host, a fake in tests):
+// ingress of every port, and with tunnel the egress of the VXLAN port too.
+type FastPath interface {
+	Ensure(dev string, tunnel bool) (changed bool, err error)
+}
+
 // DefaultVXLANPort is ournet's tunnel port: not Docker overlay's 4789, so
 // both run side by side on the same nodes.
 const DefaultVXLANPort = 4800
@@ -50,7 +57,41 @@ func (d *Driver) ensureVXLAN(cfg *NetworkConfig) (bool, error) {
 	if d.vxlan == nil {
 		return false, fmt.Errorf("network %s is a swarm network (VNI %d) but this ournet has no VXLAN support", shortID(cfg.ID), cfg.VNI)
 	}
-	return d.vxlan.Ensure(d.vxlanSpec(cfg))
+	changed, err := d.vxlan.Ensure(d.vxlanSpec(cfg))
+	if err != nil {
+		return changed, err
+	}
+	return d.ensureFast(vxlanName(cfg.ID), true) || changed, nil
+}
+
+// ensureFast puts a swarm network's port on the fast path. A failure is
+// logged, not returned: without it the port is slower, not broken.
+func (d *Driver) ensureFast(dev string, tunnel bool) (changed bool) {
+	if d.fast == nil {
+		return false
+	}
+	changed, err := d.fast.Ensure(dev, tunnel)
+	if err != nil {
+		d.log.Warn("fast path not set; the port's bridged frames pass br_netfilter", "device", dev, "error", err)
+	}
+	return changed
+}
+
+// healFastPath puts back the fast path of every running container's port
+// on a swarm network (a tc qdisc deleted by hand); the VXLAN port's comes
+// with ensureVXLAN.
+func (d *Driver) healFastPath(present map[string]bool) (repaired bool) {
+	if d.fast == nil {
+		return false
+	}
+	for _, ep := range d.st.Endpoints {
+		cfg := d.st.Networks[ep.NetworkID]
+		if host, _ := vethNames(ep.ID); cfg != nil && cfg.VNI != 0 && ep.Joined && present[host] && d.ensureFast(host, false) {
+			d.log.Info("fast path of a container's port repaired", "veth", host)
+			repaired = true
+		}
+	}
+	return repaired
 }
 
 // GossipPeers lists the nodes this node's engine gossips with (cluster/gossip

@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -381,4 +382,49 @@ func TestSwarmNetworkRefusesTargetGroups(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "local networks only") {
 		t.Fatalf("a group member on a swarm network: %v", err)
 	}
+}
+
+// A swarm network's ports (its containers' veths and the VXLAN port) take
+// the fast path, a local network's do not; a port that lost it gets it back
+// at heal, and a failing fast path fails nothing.
+func TestSwarmPortsTakeFastPath(t *testing.T) {
+	h := newHarness(t)
+	h.d.DiscoverNew(nodeEvent("10.99.0.1", true))
+	if err := h.createSwarm(netA, 50, 4096); err != nil {
+		t.Fatal(err)
+	}
+	h.mustCreateNetwork(netB, 51, nil)
+	h.mustCreateEndpoint(netA, epA, "172.30.50.2/24")
+	h.mustJoin(netA, epA)
+	h.mustCreateEndpoint(netB, epB, "172.30.51.2/24")
+	h.mustJoin(netB, epB)
+	vethA, _ := vethNames(epA)
+	vethB, _ := vethNames(epB)
+	if on, tunnel := h.fast.port(vxlanName(netA)); !on || !tunnel {
+		t.Fatalf("VXLAN port: on %v, tunnel %v", on, tunnel)
+	}
+	if on, tunnel := h.fast.port(vethA); !on || tunnel {
+		t.Fatalf("swarm container's veth: on %v, tunnel %v", on, tunnel)
+	}
+	if on, _ := h.fast.port(vethB); on {
+		t.Fatal("a local network's veth took the fast path")
+	}
+	h.fast.drop(vethA)
+	h.fast.drop(vxlanName(netA))
+	if repaired, err := h.d.Heal(t.Context()); err != nil || !repaired {
+		t.Fatalf("heal: %v %v", repaired, err)
+	}
+	if on, _ := h.fast.port(vethA); !on {
+		t.Fatal("heal did not put the veth back on the fast path")
+	}
+	if on, _ := h.fast.port(vxlanName(netA)); !on {
+		t.Fatal("heal did not put the VXLAN port back on the fast path")
+	}
+	if repaired, err := h.d.Heal(t.Context()); err != nil || repaired {
+		t.Fatalf("second heal: %v %v", repaired, err)
+	}
+	h.fast.failNext = errors.New("no CAP_BPF")
+	const epC = "e3e3e3e3e3e30000000000000000000000000000000000000000000000000003"
+	h.mustCreateEndpoint(netA, epC, "172.30.50.3/24")
+	h.mustJoin(netA, epC)
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/ournet/ournet/cluster/gossip"
 	"github.com/ournet/ournet/driver"
 	"github.com/ournet/ournet/driver/bridge"
+	"github.com/ournet/ournet/driver/fastpath"
 	"github.com/ournet/ournet/driver/firewall"
 	"github.com/ournet/ournet/driver/hostports"
 	"github.com/ournet/ournet/driver/ports"
@@ -156,6 +157,12 @@ func wire(ctx context.Context, cfg settings, log *slog.Logger, srv *server) (*dr
 	log.Info("iptables backend", "backend", backend.String())
 	first, last := ephemeralRange()
 	logOpenFileLimit(log)
+	var fast driver.FastPath
+	if path, err := fastpath.Load(handle); err != nil {
+		log.Warn("no fast path for swarm networks: their bridged frames pass br_netfilter (the plugin needs CAP_BPF and a kernel with cls_bpf)", "error", err)
+	} else {
+		fast = path
+	}
 	d, err := driver.New(driver.Config{
 		Log:       log.With("api", "network"),
 		Links:     links,
@@ -170,6 +177,7 @@ func wire(ctx context.Context, cfg settings, log *slog.Logger, srv *server) (*dr
 		Flows:     flows.Cleaner{},
 		VXLAN:     vxlan.New(handle),
 		VXLANPort: cfg.VXLANPort,
+		FastPath:  fast,
 		Gossip:    gossip.Table{Handle: handle}.Peers,
 	})
 	if err != nil {

@@ -86,6 +86,26 @@ func TestSwarmNetwork(t *testing.T) {
 			if eth := mustDocker(t, n, "exec", ctr(n), "cat", "/sys/class/net/eth0/mtu"); eth != "1450" {
 				t.Errorf("%s: container MTU %s", n, eth)
 			}
+			// The fast path: every port of the bridge tags frames on ingress,
+			// the VXLAN port untags them on egress.
+			ports := 0
+			for _, line := range strings.Split(must(t, "exec", n, "ip", "-o", "link", "show", "master", "on-"+id[:12]), "\n") {
+				f := strings.Fields(line)
+				if len(f) < 2 {
+					continue
+				}
+				port, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+				ports++
+				if in := must(t, "exec", n, "tc", "filter", "show", "dev", port, "ingress"); !strings.Contains(in, "ournet-vlan0-push") {
+					t.Errorf("%s: port %s without the fast path's ingress filter: %q", n, port, in)
+				}
+			}
+			if ports < 2 {
+				t.Errorf("%s: bridge on-%s has %d ports, want the VXLAN port and the container's", n, id[:12], ports)
+			}
+			if out := must(t, "exec", n, "tc", "filter", "show", "dev", "onx"+id[:12], "egress"); !strings.Contains(out, "ournet-vlan0-pop") {
+				t.Errorf("%s: VXLAN port without the fast path's egress filter: %q", n, out)
+			}
 		}
 	})
 
