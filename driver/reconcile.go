@@ -272,12 +272,12 @@ func (d *Driver) restoreNetwork(id string, cfg *NetworkConfig) {
 		missing, err := d.links.EnsurePort(host, cfg.Bridge, cfg.isolatedPorts())
 		if err != nil {
 			d.log.Error("re-attaching veth failed", "veth", host, "error", err)
-		} else if !missing && cfg.VNI != 0 {
-			d.ensureFast(host, false)
 		} else if missing {
 			// The container went away while we were down: releaseVanished
 			// frees its ports; Leave/DeleteEndpoint, if they come, the rest.
 			d.log.Warn("veth of a joined endpoint is gone", "veth", host, "endpoint", shortID(ep.ID))
+		} else if cfg.VNI != 0 {
+			d.ensureFast(host, false)
 		}
 	}
 }
