@@ -5,8 +5,10 @@ import (
 	"testing"
 )
 
-// busybox ping's output as the cluster bench gets it (copied from a run),
-// with one reply missing (seq=2) and a duplicate marked (DUP!).
+// busybox ping's output as the cluster bench gets it. The first two replies
+// are a run's; the rest is written by hand in busybox's format: one reply
+// missing (seq=2), one slow (seq=3), a duplicate of it marked (DUP!), and
+// summary lines to match.
 const pingOutput = `PING 10.230.0.2 (10.230.0.2): 56 data bytes
 64 bytes from 10.230.0.2: seq=0 ttl=64 time=0.179 ms
 64 bytes from 10.230.0.2: seq=1 ttl=64 time=0.163 ms
