@@ -51,6 +51,13 @@ if [[ ${E2E_KEEP:-0} != 1 ]]; then
 		status=1
 	fi
 	ENGINE=$engine scripts/engine.sh stop
+	# A SIGKILLed engine (the fault tests kill it) leaves its containers' namespace files in its exec
+	# root; engine.sh stop removes them, and none may be left.
+	netns_dir="$(ENGINE=$engine scripts/engine.sh root)/netns"
+	if compgen -G "$netns_dir/*" >/dev/null; then
+		echo "e2e.sh: $(find "$netns_dir" -mindepth 1 | wc -l) files left in $netns_dir after the engine stopped" >&2
+		status=1
+	fi
 fi
 if ((status != 0)); then
 	echo "e2e.sh: FAILED on $engine; plugin log: make logs, engine log: scripts/engine.sh logs" >&2

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Test engine helper: runs one Docker engine at a time on the default socket.
 #
-#   scripts/engine.sh start|stop|restart|status|logs [-f]
+#   scripts/engine.sh start|stop|restart|status|logs [-f]|root      (root: the engine's exec root)
 #
 #   ENGINE=debian     Debian 12's docker.io (Docker 20.10), installed with apt when missing (default).
 #                     Runs on Docker's default paths (data root /var/lib/docker, exec root
@@ -463,17 +463,38 @@ stop_leftovers() {
 	fi
 }
 
+# A dockerd that was killed (the fault tests SIGKILL it) leaves the empty files its containers' network
+# namespaces were mounted on in <exec root>/netns. Once no engine runs, those no longer mounted are
+# debris: remove them. A file still mounted is a namespace that outlived its engine: report it and fail.
+# Never while any dockerd runs: an engine engine.sh did not start may share debian's default exec root.
+drop_netns_files() {
+	local dir f left=()
+	dir=$(exec_root "$1")/netns
+	[[ -d $dir ]] || return 0
+	if pgrep -x dockerd >/dev/null; then return 0; fi
+	for f in "$dir"/*; do
+		[[ -e $f ]] || continue
+		if mountpoint -q "$f"; then left+=("$f"); else rm -f "$f"; fi
+	done
+	if ((${#left[@]})); then
+		log "network namespaces still mounted after $1 stopped: ${left[*]}"
+		return 1
+	fi
+}
+
 cmd_stop() {
 	local engines=("${engine_names[@]}")
 	[[ -n ${ENGINE:-} ]] && engines=("$ENGINE")
-	local e
+	local e failed=0
 	for e in "${engines[@]}"; do
 		check_engine_name "$e"
 		stop_dockerd "$e"
 		stop_leftovers "$e"
 		if [[ $e == moby29nft ]]; then drop_docker_nft_tables; fi
+		drop_netns_files "$e" || failed=1
 	done
 	rm -f "$STATE_DIR/current"
+	return "$failed"
 }
 
 cmd_start() {
@@ -587,8 +608,9 @@ stop) cmd_stop ;;
 restart) cmd_restart ;;
 status) cmd_status ;;
 logs) shift; cmd_logs "$@" ;;
+root) check_engine_name "${ENGINE:-debian}" && exec_root "${ENGINE:-debian}" ;;
 *)
-	echo "usage: [ENGINE=debian|moby28|moby29|moby29nft] [LIVE_RESTORE=1] $0 start|stop|restart|status|logs [-f]" >&2
+	echo "usage: [ENGINE=debian|moby28|moby29|moby29nft] [LIVE_RESTORE=1] $0 start|stop|restart|status|logs [-f]|root" >&2
 	exit 2
 	;;
 esac
