@@ -45,7 +45,7 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 				d.logErr("remove leftover interface", d.links.DeleteLink(name), "link", name)
 			}
 		}
-		if d.releaseVanished(names) {
+		if d.releaseVanished(nameSet(names)) {
 			d.saveOrRetry()
 		}
 	}
@@ -59,7 +59,7 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 
 // forgetIdleSwarmNetworks drops the swarm networks the engine has not
 // created since this plugin started and that have had no running container
-// here (no joined endpoint whose veth is in names) for idleGrace. A node's
+// here (no joined endpoint whose veth is in present) for idleGrace. A node's
 // engine creates swarm networks lazily and forgets them when it restarts
 // (the plugin restarts with it, and the containers die): it would never
 // delete them, and creates them again when a container lands. When only the
@@ -67,8 +67,7 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 // container itself; the grace covers a container between two starts (a
 // service task's restart delay, or CreateEndpoint before Join). It reports
 // whether it dropped any; the caller saves.
-func (d *Driver) forgetIdleSwarmNetworks(names []string, now time.Time) bool {
-	present := nameSet(names)
+func (d *Driver) forgetIdleSwarmNetworks(present map[string]bool, now time.Time) bool {
 	running := map[string]bool{}
 	for _, ep := range d.st.Endpoints {
 		if host, _ := vethNames(ep.ID); ep.Joined && present[host] {
@@ -103,15 +102,11 @@ func (d *Driver) forgetIdleSwarmNetworks(names []string, now time.Time) bool {
 const idleGrace = 30 * time.Second
 
 // releaseVanished handles joined endpoints whose host-side veth is not in
-// names: their container died (while ournet was down, or the engine never
+// present: their container died (while ournet was down, or the engine never
 // sent Leave), so they have left and their published ports are free for
 // others. It reports whether it changed any; the caller applies the
 // firewall (which releases their held ports) and saves.
-func (d *Driver) releaseVanished(names []string) bool {
-	present := make(map[string]bool, len(names))
-	for _, name := range names {
-		present[name] = true
-	}
+func (d *Driver) releaseVanished(present map[string]bool) bool {
 	var gone []*Endpoint
 	for _, ep := range d.st.Endpoints {
 		if host, _ := vethNames(ep.ID); ep.Joined && !present[host] {
@@ -239,15 +234,16 @@ func (d *Driver) healLinks() (bool, error) {
 	if err != nil {
 		return repaired, fmt.Errorf("list ournet veths: %w", err)
 	}
-	if d.healFastPath(nameSet(names)) {
+	present := nameSet(names)
+	if d.healFastPath(present) {
 		repaired = true
 	}
-	if d.releaseVanished(names) {
+	if d.releaseVanished(present) {
 		d.logErr("remove published ports of vanished containers", d.applyFirewall(context.Background()))
 		d.saveOrRetry()
 		repaired = true
 	}
-	if d.stateTrusted && d.forgetIdleSwarmNetworks(names, time.Now()) {
+	if d.stateTrusted && d.forgetIdleSwarmNetworks(present, time.Now()) {
 		d.saveOrRetry()
 		repaired = true
 	}
