@@ -159,9 +159,7 @@ func throughput(ournetNet, bridgeNet string) row {
 		a = append(a, measure(ournetNet))
 		b = append(b, measure(bridgeNet))
 	}
-	sort.Float64s(a)
-	sort.Float64s(b)
-	ma, mb := a[len(a)/2], b[len(b)/2]
+	ma, mb := quantile(a, 0.5), quantile(b, 0.5)
 	return row{"container-to-container TCP (MB/s)", fmt.Sprintf("%.0f", ma), fmt.Sprintf("%.0f", mb), ma / mb}
 }
 
