@@ -119,6 +119,7 @@ ensure_host_packages() {
 	command -v curl >/dev/null || missing+=(curl)
 	command -v ip >/dev/null || missing+=(iproute2)
 	command -v jq >/dev/null || missing+=(jq)
+	command -v strace >/dev/null || missing+=(strace) # TestRegistryStartWaitsForSlowExec
 	if ((${#missing[@]})); then
 		apt_install "${missing[@]}"
 		# On a systemd host the package starts its own dockerd on our socket: the test engines replace it.

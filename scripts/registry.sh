@@ -72,21 +72,39 @@ http:
 EOF
 	mkdir -p "$dir/storage"
 	echo "$dir" >"$STATE"
-	setsid docker-registry serve "$dir/config.yml" </dev/null >"$dir/log" 2>&1 &
-	echo $! >"$dir/pid"
-	local i
+	# docker-registry reads REGISTRY_* variables as settings: it gets none of ours.
+	env -u REGISTRY_ADDR setsid docker-registry serve "$dir/config.yml" </dev/null >"$dir/log" 2>&1 &
+	local pid=$!
+	echo "$pid" >"$dir/pid"
+	# Whether it still runs is asked of the child itself, never of its cmdline: until the forked
+	# shell has exec'd setsid and docker-registry (a cold binary on a fresh machine takes a while),
+	# /proc/PID/cmdline is this script's, and running_pid would say it is gone.
+	local i why="did not answer on http://$ADDR/v2/ within 10 s"
 	for ((i = 0; i < 100; i++)); do # 10 s
 		if answers; then
 			echo "registry.sh: docker-registry on $ADDR (storage $dir/storage)"
 			return 0
 		fi
-		running_pid >/dev/null || break
+		if ! child_alive "$pid"; then
+			local rc=0
+			wait "$pid" || rc=$?
+			why="exited with status $rc before it answered on http://$ADDR/v2/"
+			break
+		fi
 		sleep 0.1
 	done
+	kill -KILL "$pid" 2>/dev/null || true
 	local log
 	log=$(tail -n 20 "$dir/log" 2>/dev/null || true)
 	cmd_stop >/dev/null
-	die "docker-registry did not answer on http://$ADDR/v2/ within 10 s; its log:"$'\n'"$log"
+	die "docker-registry $why; its log:"$'\n'"${log:-(empty)}"
+}
+
+# Whether this script's background child PID still runs (exists and is not a zombie).
+child_alive() {
+	local stat
+	stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+	[[ $stat != Z* ]]
 }
 
 cmd_stop() {

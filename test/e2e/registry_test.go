@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -140,4 +141,71 @@ func TestRegistryInstallAndUpgrade(t *testing.T) {
 func isSocketFile(path string) bool {
 	fi, err := os.Lstat(path)
 	return err == nil && fi.Mode()&os.ModeSocket != 0
+}
+
+// registry.sh start must wait for a registry whose exec is slow (a cold
+// binary on a fresh machine): until the forked shell has exec'd, its
+// /proc/PID/cmdline is the script's own. strace holds the exec of setsid for
+// 300 ms; the start has to succeed and the registry answer. The registry runs
+// traced, so strace, and with it the start's exit status, ends only with the
+// stop.
+func TestRegistryStartWaitsForSlowExec(t *testing.T) {
+	registry := repoRoot + "/scripts/registry.sh"
+	const addr = "127.0.0.1:5011"
+	setsid, err := exec.LookPath("setsid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exec.LookPath("strace"); err != nil {
+		t.Fatalf("strace is missing (scripts/engine.sh installs it): %v", err)
+	}
+	out, err := os.CreateTemp("", "registry-start")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(out.Name())
+	defer out.Close()
+	start := exec.Command("strace", "-f", "-o", "/dev/null", "-P", setsid,
+		"-e", "trace=execve", "-e", "inject=execve:delay_enter=300000", registry, "start")
+	start.Env = append(os.Environ(), "REGISTRY_ADDR="+addr)
+	start.Stdout, start.Stderr = out, out
+	if err := start.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- start.Wait() }()
+	stop := func() {
+		if o, err := cmd("env", "REGISTRY_ADDR="+addr, registry, "stop"); err != nil {
+			t.Errorf("registry.sh stop: %v\n%s", err, o)
+		}
+	}
+	printed := func() string { b, _ := os.ReadFile(out.Name()); return string(b) }
+
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(printed(), "registry.sh: docker-registry on "+addr) {
+		select {
+		case err := <-done:
+			stop()
+			t.Fatalf("registry.sh start under a slow exec ended (%v) without starting the registry:\n%s", err, printed())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			stop()
+			start.Process.Kill()
+			t.Fatalf("registry.sh start under a slow exec printed nothing of a start in 20 s:\n%s", printed())
+		}
+	}
+	if o, err := cmd("curl", "-fsS", "-m", "5", "http://"+addr+"/v2/"); err != nil {
+		t.Errorf("the registry it started does not answer: %v\n%s", err, o)
+	}
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("registry.sh start exited with %v:\n%s", err, printed())
+		}
+	case <-time.After(20 * time.Second):
+		start.Process.Kill()
+		t.Errorf("strace still runs 20 s after registry.sh stop")
+	}
 }
