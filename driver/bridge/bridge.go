@@ -34,7 +34,8 @@ type dumper interface {
 func New(h *netlink.Handle) *Links { return &Links{h: h, dumps: h} }
 
 // EnsureBridge makes the bridge exist, up, with the MTU and exactly the
-// given gateway addresses added (other addresses are left alone).
+// given gateway addresses added (other addresses are left alone); with an
+// IPv6 gateway also its own link-local address, without DAD.
 // created tells the caller whether to remove it on a later failure.
 func (l *Links) EnsureBridge(name string, mtu int, gateways []netip.Prefix) (created bool, err error) {
 	link, err := l.h.LinkByName(name)
@@ -77,14 +78,30 @@ func (l *Links) EnsureBridge(name string, mtu int, gateways []netip.Prefix) (cre
 			return created, fmt.Errorf("set MTU %d on %s: %w", mtu, name, err)
 		}
 	}
-	for _, gw := range gateways {
-		addr := &netlink.Addr{IPNet: prefixToIPNet(gw)}
-		if gw.Addr().Is6() {
+	addrs := gateways
+	if hasIPv6(gateways) {
+		// The kernel would give the bridge its link-local address only when
+		// the first port comes up, and run DAD on it for a second or more.
+		// Until that ends the host sends no neighbour solicitation on the
+		// bridge (its source must be a non-tentative link-local address), so
+		// IPv6 it forwards to a container it has not met yet (DNAT to a
+		// target group's member or a published port's container) waits a
+		// second, and the client's retransmitted SYN takes a second turn of
+		// the balancer. The same address, made here without DAD, is usable at
+		// once.
+		if err := l.h.LinkSetIP6AddrGenMode(link, addrGenModeNone); err != nil {
+			return created, fmt.Errorf("stop IPv6 address generation on %s: %w", name, err)
+		}
+		addrs = append([]netip.Prefix{LinkLocal(StableMAC(name))}, gateways...)
+	}
+	for _, a := range addrs {
+		addr := &netlink.Addr{IPNet: prefixToIPNet(a)}
+		if a.Addr().Is6() {
 			// The gateway must answer at once; DAD would delay it by seconds.
 			addr.Flags = nodad
 		}
 		if err := l.h.AddrReplace(link, addr); err != nil {
-			return created, fmt.Errorf("add address %s to %s: %w", gw, name, err)
+			return created, fmt.Errorf("add address %s to %s: %w", a, name, err)
 		}
 	}
 	if err := l.h.LinkSetUp(link); err != nil {
@@ -254,7 +271,30 @@ func (l *Links) Routes() ([]netip.Prefix, error) {
 	return out, err
 }
 
-const nodad = 0x02 // IFA_F_NODAD
+const (
+	nodad           = 0x02 // IFA_F_NODAD
+	addrGenModeNone = 1    // IN6_ADDR_GEN_MODE_NONE: the kernel adds no link-local address
+)
+
+func hasIPv6(prefixes []netip.Prefix) bool {
+	for _, p := range prefixes {
+		if p.Addr().Is6() {
+			return true
+		}
+	}
+	return false
+}
+
+// LinkLocal is the link-local address the kernel would derive from a
+// 6-byte MAC (modified EUI-64, RFC 4291 appendix A), as a /64; the zero
+// Prefix for any other length.
+func LinkLocal(mac net.HardwareAddr) netip.Prefix {
+	if len(mac) != 6 {
+		return netip.Prefix{}
+	}
+	a := [16]byte{0: 0xfe, 1: 0x80, 8: mac[0] ^ 0x02, 9: mac[1], 10: mac[2], 11: 0xff, 12: 0xfe, 13: mac[3], 14: mac[4], 15: mac[5]}
+	return netip.PrefixFrom(netip.AddrFrom16(a), 64)
+}
 
 // StableMAC is a bridge's MAC address, derived from its name: locally
 // administered, unicast (06:...), and never in Docker's 02:42 container range.

@@ -7,8 +7,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/ournet/ournet/internal/netnstest"
 )
@@ -347,4 +349,49 @@ func TestNetnsBridgeMACIsStable(t *testing.T) {
 	if got := netnstest.Link(t, h, "on-aaaaaaaaaaaa").Attrs().HardwareAddr; got.String() != StableMAC("on-aaaaaaaaaaaa").String() {
 		t.Fatalf("older bridge MAC %s, want %s", got, StableMAC("on-aaaaaaaaaaaa"))
 	}
+}
+
+// With an IPv6 gateway the bridge's link-local address is there and usable
+// (not tentative) the moment the bridge gets its first port: the kernel's
+// own would be in DAD for a second or more, and until then the host sends
+// no neighbour solicitation on the bridge (IPv6 it DNATs to a container
+// waits, and a retransmitted SYN takes a second turn of a target group).
+func TestNetnsBridgeLinkLocalUsableAtOnce(t *testing.T) {
+	ns := netnstest.New(t)
+	l, h := linksIn(t, ns)
+	const br = "on-ll"
+	if _, err := l.EnsureBridge(br, 1500, []netip.Prefix{pfx("10.12.0.1/24"), pfx("fd00:12::1/64")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AddVeth("onv-ll", "onc-ll", br, 0, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	netnstest.In(t, ns, "ip", "link", "set", "onc-ll", "up")
+	deadline := time.Now().Add(3 * time.Second)
+	for netnstest.Link(t, h, br).Attrs().OperState != netlink.OperUp {
+		if time.Now().After(deadline) {
+			t.Fatalf("bridge %s has no carrier 3 s after its port came up", br)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	want := LinkLocal(StableMAC(br)).String()
+	check := func(when string) {
+		t.Helper()
+		linkLocal := map[string]int{}
+		for a, flags := range addrsOf(t, h, netnstest.Link(t, h, br), netlink.FAMILY_V6) {
+			if strings.HasPrefix(a, "fe80:") {
+				linkLocal[a] = flags
+			}
+		}
+		flags, ok := linkLocal[want]
+		if !ok || len(linkLocal) != 1 {
+			t.Fatalf("%s: link-local addresses %v, want only %s", when, linkLocal, want)
+		}
+		if flags&unix.IFA_F_TENTATIVE != 0 || flags&unix.IFA_F_DADFAILED != 0 {
+			t.Fatalf("%s: %s has flags %#x: tentative, the host cannot solicit neighbours with it", when, want, flags)
+		}
+	}
+	check("when the bridge got its carrier")
+	time.Sleep(300 * time.Millisecond)
+	check("300 ms later")
 }

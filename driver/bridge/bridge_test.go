@@ -101,3 +101,24 @@ func TestDumpsRetryWhenInterrupted(t *testing.T) {
 		})
 	}
 }
+
+// LinkLocal matches what the kernel derived for these MACs on this machine
+// (ip -6 addr on a bridge and in a container).
+func TestLinkLocal(t *testing.T) {
+	for mac, want := range map[string]string{
+		"06:2d:08:3a:8f:f7": "fe80::42d:8ff:fe3a:8ff7/64",
+		"02:42:ac:ed:0c:04": "fe80::42:acff:feed:c04/64",
+		"00:00:00:00:00:00": "fe80::200:ff:fe00:0/64",
+	} {
+		hw, err := net.ParseMAC(mac)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := LinkLocal(hw).String(); got != want {
+			t.Errorf("LinkLocal(%s) = %s, want %s", mac, got, want)
+		}
+	}
+	if got := LinkLocal(net.HardwareAddr{1, 2, 3}); got.IsValid() {
+		t.Errorf("LinkLocal of a 3-byte address = %s, want the zero Prefix", got)
+	}
+}

@@ -738,8 +738,10 @@ func TestLBDualStackDockerIPAM(t *testing.T) {
 	for range 2 {
 		g.httpMember(t, 0)
 	}
-	// A new IPv6 address is tentative (duplicate address detection) for a
-	// moment: the members are ready once they answer on it.
+	// The members answer on their IPv6 addresses too (asked directly, so the
+	// balancer's counters do not move). The frontend is started and counted
+	// right after: on a fresh bridge that is the case that used to lose a
+	// turn (bridge.TestNetnsBridgeLinkLocalUsableAtOnce).
 	for _, m := range g.members {
 		ip6 := docker(t, "inspect", "-f", fmt.Sprintf(`{{(index .NetworkSettings.Networks %q).GlobalIPv6Address}}`, g.net), m)
 		eventually(t, 10*time.Second, m+" answers on its IPv6 address", func() error {
