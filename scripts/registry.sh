@@ -93,7 +93,8 @@ EOF
 		fi
 		sleep 0.1
 	done
-	kill -KILL "$pid" 2>/dev/null || true
+	# Still our unreaped child here unless wait reaped it above: its pid cannot have been reused.
+	[[ $why == exited* ]] || kill -KILL "$pid" 2>/dev/null || true
 	local log
 	log=$(tail -n 20 "$dir/log" 2>/dev/null || true)
 	cmd_stop >/dev/null
