@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"regexp"
-	"sort"
 	"strconv"
 )
 
@@ -32,13 +31,6 @@ func pingTimes(out string) []float64 {
 		times = append(times, v*1000)
 	}
 	return times
-}
-
-// quantile: the q-quantile (0 ≤ q < 1) of v by rank, v unchanged.
-func quantile(v []float64, q float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	return s[int(q*float64(len(s)))]
 }
 
 // clusterTable: throughput and round-trip time between containers on two
@@ -127,17 +119,16 @@ func clusterTable() {
 			pings((r + k) % len(targets))
 		}
 	}
-	med := func(v []float64) float64 { return quantile(v, 0.5) }
 	fmt.Printf("%-24s %15s %26s %16s\n", "path (node1 -> node2)", "TCP throughput", "ping RTT 10 ms apart (p90)", "1 ms apart")
 	for _, t := range targets {
-		fmt.Printf("%-24s %10.0f MB/s %16.0f µs (%3.0f µs) %13.0f µs\n", t.name, med(tput[t.name]),
-			med(idle[t.name]), quantile(idle[t.name], 0.9), med(busy[t.name]))
+		fmt.Printf("%-24s %10.0f MB/s %16.0f µs (%3.0f µs) %13.0f µs\n", t.name, median(tput[t.name]),
+			median(idle[t.name]), quantile(idle[t.name], 0.9), median(busy[t.name]))
 	}
 	on2, ov2, same := targets[0].name, targets[1].name, targets[2].name
 	fmt.Printf("\nournet / overlay across hosts: throughput %.2f (goal >= 0.95), RTT %.2f (goal <= 1.1), RTT 1 ms apart %.2f\n",
-		med(tput[on2])/med(tput[ov2]), med(idle[on2])/med(idle[ov2]), med(busy[on2])/med(busy[ov2]))
+		median(tput[on2])/median(tput[ov2]), median(idle[on2])/median(idle[ov2]), median(busy[on2])/median(busy[ov2]))
 	fmt.Printf("ournet across hosts / same host: throughput %.2f, RTT %.2f\n",
-		med(tput[on2])/med(tput[same]), med(idle[on2])/med(idle[same]))
+		median(tput[on2])/median(tput[same]), median(idle[on2])/median(idle[same]))
 	fmt.Printf("Throughput: one TCP stream for 5 s (probe throughput), the median over rounds. RTT (busybox ping), in a phase after the throughput rounds: per round 100 pings 10 ms apart and 1000 pings 1 ms apart; the median of all %d and %d replies per path.\n",
 		len(idle[on2]), len(busy[on2]))
 }

@@ -6,13 +6,14 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -159,7 +160,7 @@ func throughput(ournetNet, bridgeNet string) row {
 		a = append(a, measure(ournetNet))
 		b = append(b, measure(bridgeNet))
 	}
-	ma, mb := quantile(a, 0.5), quantile(b, 0.5)
+	ma, mb := median(a), median(b)
 	return row{"container-to-container TCP (MB/s)", fmt.Sprintf("%.0f", ma), fmt.Sprintf("%.0f", mb), ma / mb}
 }
 
@@ -225,11 +226,15 @@ func hostSummary() string {
 	return fmt.Sprintf("%s cores, kernel %s", cores, kernel)
 }
 
-func median(d []time.Duration) time.Duration {
-	s := append([]time.Duration(nil), d...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2]
+// quantile: the q-quantile (0 ≤ q < 1) of v by rank, v unchanged.
+func quantile[T cmp.Ordered](v []T, q float64) T {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[int(q*float64(len(s)))]
 }
+
+// median is quantile 0.5: the element of rank len/2.
+func median[T cmp.Ordered](v []T) T { return quantile(v, 0.5) }
 
 // removeEach removes the containers one at a time: Docker 20.10 removing
 // many at once (docker rm -f with many names runs them in parallel) can
