@@ -79,7 +79,7 @@ EOF
 	# Whether it still runs is asked of the child itself, never of its cmdline: until the forked
 	# shell has exec'd setsid and docker-registry (a cold binary on a fresh machine takes a while),
 	# /proc/PID/cmdline is this script's, and running_pid would say it is gone.
-	local i why="did not answer on http://$ADDR/v2/ within 10 s"
+	local i reaped=0 why="did not answer on http://$ADDR/v2/ within 10 s"
 	for ((i = 0; i < 100; i++)); do # 10 s
 		if answers; then
 			echo "registry.sh: docker-registry on $ADDR (storage $dir/storage)"
@@ -88,13 +88,14 @@ EOF
 		if ! child_alive "$pid"; then
 			local rc=0
 			wait "$pid" || rc=$?
+			reaped=1
 			why="exited with status $rc before it answered on http://$ADDR/v2/"
 			break
 		fi
 		sleep 0.1
 	done
-	# Still our unreaped child here unless wait reaped it above: its pid cannot have been reused.
-	[[ $why == exited* ]] || kill -KILL "$pid" 2>/dev/null || true
+	# An unreaped child's pid cannot have been reused; a reaped one's may have.
+	((reaped)) || kill -KILL "$pid" 2>/dev/null || true
 	local log
 	log=$(tail -n 20 "$dir/log" 2>/dev/null || true)
 	cmd_stop >/dev/null
